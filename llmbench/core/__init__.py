@@ -1,0 +1,1 @@
+"""What every benchmark shares: hardware, profiles, timing, memory, isolation, results."""

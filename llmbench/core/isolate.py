@@ -1,0 +1,265 @@
+"""Run one case in a fresh Python process with a time limit, and say how it ended.
+
+The child (`python -m llmbench.core.isolate`) reads the case function's name
+("package.module:function") and payload from stdin, calls it, and writes back its value, or the
+exception's status and one-line reason, on a pipe. A plain subprocess rather than
+multiprocessing's spawn: the caller's __main__ is never re-imported, so this works from
+scripts, notebooks and stdin alike. The parent sleeps in select() on that pipe until the child
+writes or exits (no busy-waiting). A time-out, a crash, an
+out-of-memory kill or an exception becomes an `Outcome` with `status` and `reason`; nothing
+here raises except KeyboardInterrupt, after the child is gone.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from llmbench.core.errors import CaseSkipped, CaseUnavailable, one_line
+
+Status = Literal["ok", "oom", "skipped", "unavailable", "error"]
+
+_OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "not enough memory",
+    "hip out of memory",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    value: Any = None
+    reason: str | None = None
+    detail: str | None = None  # the traceback, or the tail of the child's stderr
+    wall_s: float = 0.0
+
+
+def resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    if not module or not name:
+        raise ValueError(f"target must look like 'package.module:function', got {target!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def classify_exception(exc: BaseException) -> tuple[Status, str]:
+    """Map an exception raised by a case to (status, one-line reason)."""
+    if isinstance(exc, CaseUnavailable):
+        return "unavailable", one_line(str(exc))
+    if isinstance(exc, CaseSkipped):
+        return "skipped", one_line(str(exc))
+    if isinstance(exc, MemoryError):
+        return "oom", one_line(f"MemoryError: {exc}") or "MemoryError"
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "OutOfMemoryError" or any(m in text.lower() for m in _OOM_MARKERS):
+        # torch's CPU allocator prefixes "[enforce fail at alloc_cpu.cpp:..] err == 0." — keep
+        # the part that says what was asked for.
+        line = text.replace("\n", " ")
+        if "DefaultCPUAllocator:" in line:
+            line = line[line.index("DefaultCPUAllocator:"):]
+        return "oom", one_line(line)
+    return "error", one_line(f"{name}: {text}") or name
+
+
+def run_inline(target: str, payload: Any) -> Outcome:
+    """The same contract as `run_isolated`, in this process (no time limit, no crash safety)."""
+    t0 = time.perf_counter()
+    try:
+        value = resolve(target)(payload)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
+        status, reason = classify_exception(exc)
+        return Outcome(status, reason=reason, detail=traceback.format_exc(),
+                       wall_s=time.perf_counter() - t0)
+    return Outcome("ok", value=value, wall_s=time.perf_counter() - t0)
+
+
+def _child_main() -> None:
+    """Entry of the isolated child: `python -m llmbench.core.isolate RESULT_FD < payload`."""
+    result_fd = int(sys.argv[1])
+    # The parent owns Ctrl-C: it kills us and records what finished.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.enable()
+    target, payload = pickle.load(sys.stdin.buffer)
+    try:
+        value = resolve(target)(payload)
+        message: tuple = ("ok", value)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
+        status, reason = classify_exception(exc)
+        message = (status, reason, traceback.format_exc())
+    try:
+        data = pickle.dumps(message)
+    except Exception as exc:  # the value does not pickle
+        data = pickle.dumps(("error", one_line(f"result could not be sent back: {exc}"), ""))
+    with os.fdopen(result_fd, "wb") as out:
+        out.write(data)
+
+
+def _cgroup_oom_kills() -> int | None:
+    """The kernel's count of OOM kills in our cgroup (v2 memory.events, v1 oom_control)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3 and (parts[0] == "0" or "memory" in parts[1].split(",")):
+            rel = parts[2].lstrip("/")
+            candidates += [Path("/sys/fs/cgroup") / rel / "memory.events",
+                           Path("/sys/fs/cgroup/memory") / rel / "memory.oom_control"]
+    candidates += [Path("/sys/fs/cgroup/memory.events"),
+                   Path("/sys/fs/cgroup/memory/memory.oom_control")]
+    for path in candidates:
+        try:
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and value.strip().isdigit():
+                    return int(value)
+        except OSError:
+            continue
+    return None
+
+
+def _tail(path: str, limit: int = 2000) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-limit:]
+
+
+def _last_line(text: str) -> str:
+    """The most telling line of a dead child's stderr: a fatal error if any, else the last."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith("Fatal Python error")]
+    return (fatal or lines or [""])[-1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _read_until_eof(fd: int, deadline: float) -> bytes | None:
+    """Read the child's result pipe until EOF (the child exited or closed it), or None on
+    time-out. select() sleeps in the kernel: no busy-waiting."""
+    chunks = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            return None
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The child imports what the parent can: llmbench itself, and the case's module.
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([root, *paths]))
+    env["PYTHONFAULTHANDLER"] = "1"
+    return env
+
+
+def run_isolated(target: str, payload: Any, *, timeout_s: float) -> Outcome:
+    """Run `target(payload)` in a fresh Python process; never raises but for KeyboardInterrupt."""
+    read_fd, write_fd = os.pipe()
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
+        prefix="llmbench-case-", suffix=".log", delete=False)
+    oom_before = _cgroup_oom_kills()
+    t0 = time.monotonic()
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmbench.core.isolate", str(write_fd)],
+            stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,),
+            env=_child_env(), close_fds=True)
+        os.close(write_fd)
+        write_fd = -1
+        try:
+            proc.stdin.write(pickle.dumps((target, payload)))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died at once; its exit status says why
+        data = _read_until_eof(read_fd, t0 + timeout_s)
+        if data is None:
+            _stop(proc)
+            return Outcome("error", reason=f"timed out after {timeout_s:g} s (killed)",
+                           detail=_tail(log.name), wall_s=time.monotonic() - t0)
+        try:
+            exitcode = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            exitcode = proc.returncode
+        wall = time.monotonic() - t0
+        if data:
+            message = pickle.loads(data)
+            if message[0] == "ok":
+                return Outcome("ok", value=message[1], wall_s=wall)
+            return Outcome(message[0], reason=message[1], detail=message[2], wall_s=wall)
+        return _death(exitcode, _tail(log.name), oom_before, wall)
+    except KeyboardInterrupt:
+        if proc is not None:
+            _stop(proc)
+        raise
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+        log.close()
+        try:
+            os.unlink(log.name)
+        except OSError:
+            pass
+
+
+def _death(exitcode: int | None, log: str, oom_before: int | None, wall: float) -> Outcome:
+    last = _last_line(log)
+    if exitcode is not None and exitcode < 0:
+        try:
+            sig = signal.Signals(-exitcode).name
+        except ValueError:
+            sig = f"signal {-exitcode}"
+        oom_after = _cgroup_oom_kills()
+        if sig == "SIGKILL":
+            if oom_before is not None and oom_after is not None and oom_after > oom_before:
+                return Outcome("oom", reason="killed by the kernel's out-of-memory killer",
+                               detail=log, wall_s=wall)
+            return Outcome("oom", reason="killed by SIGKILL, most likely the out-of-memory "
+                           "killer", detail=log, wall_s=wall)
+        reason = f"crashed: killed by {sig}" + (f" ({last})" if last else "")
+        return Outcome("error", reason=one_line(reason), detail=log, wall_s=wall)
+    reason = f"exited with code {exitcode} without a result" + (f" ({last})" if last else "")
+    return Outcome("error", reason=one_line(reason), detail=log, wall_s=wall)
+
+
+if __name__ == "__main__":
+    _child_main()

@@ -1,0 +1,111 @@
+"""Peak memory of one call, measured rather than estimated.
+
+GPU: the CUDA caching allocator's peak statistics (bytes held by tensors), minus what was
+allocated before the call.
+
+CPU on Linux: the process's resident-set high-water mark. Writing "5" to /proc/self/clear_refs
+resets VmHWM to the current RSS, so after the call `VmHWM - RSS before` is the call's own peak,
+counted in pages the kernel really backed. Elsewhere, `ru_maxrss` minus the RSS before the call,
+which is right in a fresh isolated process whose largest moment is the call itself.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    peak_bytes: int
+    method: str  # "cuda-allocator" | "rss-hwm" | "ru_maxrss"
+
+
+def _status_bytes(key: str) -> int | None:
+    try:
+        text = _STATUS.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size of this process."""
+    value = _status_bytes("VmRSS")
+    if value is not None:
+        return value
+    try:
+        with open("/proc/self/statm") as f:
+            import os
+
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _status_bytes("VmHWM") is not None
+
+
+def _ru_maxrss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def cpu_method() -> str:
+    return "rss-hwm" if _reset_hwm() else "ru_maxrss"
+
+
+def measure_peak(fn: Callable[[], T], *, device: str = "cpu") -> tuple[T, PeakMemory]:
+    """Run `fn()` once; return its result and the peak memory it added above the state before."""
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        result = fn()
+        torch.cuda.synchronize()
+        return result, PeakMemory(max(0, torch.cuda.max_memory_allocated() - base),
+                                  "cuda-allocator")
+    base = rss_bytes() or 0
+    if _reset_hwm():
+        result = fn()
+        peak = (_status_bytes("VmHWM") or 0) - base
+        return result, PeakMemory(max(0, peak), "rss-hwm")
+    result = fn()
+    return result, PeakMemory(max(0, _ru_maxrss_bytes() - base), "ru_maxrss")
+
+
+def tensor_bytes(*tensors: Any) -> int:
+    """Bytes held by the given tensors' storage (views of one storage counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:
+        if t is None:
+            continue
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key in seen:
+            continue
+        seen.add(key)
+        total += storage.nbytes()
+    return total

@@ -1,0 +1,182 @@
+"""The result documents CI users parse (DESIGN.md's contract), and atomic writing.
+
+Change a field's meaning only together with SCHEMA_VERSION. `llmbench schema` prints the JSON
+Schema of `ResultDocument`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmbench import __version__
+from llmbench.core.errors import UsageError, one_line
+from llmbench.core.timing import TimeStats
+
+SCHEMA_VERSION = 1
+
+Status = Literal["ok", "oom", "skipped", "unavailable", "error"]
+MetricValue = TimeStats | int | float | bool | str | list[float] | None
+
+
+class ResultsError(UsageError):
+    """A file that is not a readable llmbench result of a schema version we understand."""
+
+
+class ToolInfo(BaseModel):
+    name: Literal["llmbench"] = "llmbench"
+    version: str = __version__
+
+
+class EnvInfo(BaseModel):
+    """Where the numbers came from. Fields that do not apply (no GPU) are null."""
+
+    model_config = ConfigDict(extra="allow")
+
+    device: str
+    gpu_name: str | None = None
+    compute_capability: str | None = None
+    gpu_memory_bytes: int | None = None
+    sm_count: int | None = None
+    driver: str | None = None
+    cuda: str | None = Field(None, description="the CUDA version torch was built with")
+    cuda_driver: str | None = None
+    cudnn: str | None = None
+    torch: str | None = None
+    triton: str | None = None
+    flash_attn: str | None = None
+    cpu_model: str
+    cores: int = Field(description="CPU cores this process may use")
+    cpu_isa: str | None = None
+    ram_bytes: int | None = None
+    python: str = Field(default_factory=platform.python_version)
+    os: str = Field(default_factory=lambda: f"{platform.system()} {platform.release()}")
+    git_commit: str | None = None
+    profile: str
+    profile_source: str | None = None
+    profile_reason: str | None = None
+    memory_method: str | None = Field(None, description="how peak_memory_bytes was measured")
+
+
+class CaseResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    params: dict[str, Any]
+    status: Status
+    reason: str | None = None
+    metrics: dict[str, MetricValue] = Field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def time(self) -> TimeStats | None:
+        value = self.metrics.get("time_ms")
+        return value if isinstance(value, TimeStats) else None
+
+
+class ResultDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    tool: ToolInfo = Field(default_factory=ToolInfo)
+    benchmark: str
+    created_at: str = Field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    env: EnvInfo
+    config: dict[str, Any]
+    cases: list[CaseResult]
+    summary: dict[str, Any] = Field(
+        default_factory=dict, description="figures derived across cases (e.g. scaling fits)")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = ResultDocument.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"llmbench result document, schema_version {SCHEMA_VERSION}"
+    return schema
+
+
+def write_atomic(text: str, path: str | Path) -> Path:
+    """Write `text` to `path` so that a reader sees the old file or the whole new one, never half.
+
+    A temporary file in the same directory is written, flushed to disk and renamed over `path`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; give a file name for the JSON results")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def write_document(doc: ResultDocument, path: str | Path) -> Path:
+    return write_atomic(doc.to_json() + "\n", path)
+
+
+def load_document(path: str | Path) -> ResultDocument:
+    """Read and validate a result file, with a one-line error for anything else."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or (data.get("tool") or {}).get("name") != "llmbench":
+        raise ResultsError(f"{path}: not an llmbench result (no tool.name == 'llmbench')")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema_version {version!r} is not supported "
+                           f"(this llmbench reads schema_version {SCHEMA_VERSION})")
+    try:
+        return ResultDocument.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ResultsError(f"{path}: invalid llmbench result at {where}: "
+                           f"{one_line(err['msg'])}") from None
+
+
+# Direction of each metric, read from its name (DESIGN.md): lower or higher is better, or None
+# for figures that are information only and never gate a build.
+_LOWER_SUFFIXES = ("_ms", "_s", "_bytes", "_error", "overhead_pct", "loss")
+_HIGHER_SUFFIXES = ("_tflops", "_per_s", "accuracy", "_x", "utilization_pct", "saved_pct")
+
+
+def metric_direction(name: str) -> Literal["lower", "higher"] | None:
+    if name.startswith("predicted_") or name.startswith("analytic_"):
+        return None  # a model of the run, not a measurement of it
+    if name.endswith(_HIGHER_SUFFIXES):
+        return "higher"
+    if name.endswith(_LOWER_SUFFIXES):
+        return "lower"
+    return None

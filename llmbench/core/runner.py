@@ -1,0 +1,134 @@
+"""Run a benchmark's cases one by one, each isolated, and assemble the result document."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmbench import __version__
+from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.core import hardware, memory
+from llmbench.core.hardware import HardwareInfo
+from llmbench.core.isolate import Outcome, run_inline, run_isolated
+from llmbench.core.profiles import ProfileChoice, select_profile
+from llmbench.core.results import CaseResult, EnvInfo, ResultDocument, ToolInfo
+from llmbench.core.units import format_bytes
+
+
+class RunOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    isolate: bool = Field(True, description="run each case in its own spawned process")
+    timeout_s: float = Field(600.0, gt=0, description="per-case time limit (isolated cases)")
+    memory_headroom: float = Field(
+        0.95, gt=0, le=1, description="a case may use this fraction of the memory free now")
+    profile: str | None = Field(None, description="profile name or TOML path; default: detect")
+
+
+class Progress(Protocol):
+    def begin(self, total: int) -> None: ...
+    def case_started(self, plan: CasePlan) -> None: ...
+    def case_finished(self, result: CaseResult) -> None: ...
+    def end(self) -> None: ...
+
+
+class Interrupted(Exception):  # noqa: N818 - it is a control-flow signal, like KeyboardInterrupt
+    """Ctrl-C during a run; `document` holds the cases that finished."""
+
+    def __init__(self, document: ResultDocument) -> None:
+        super().__init__("interrupted")
+        self.document = document
+
+
+def build_env(hw: HardwareInfo, choice: ProfileChoice, device: str) -> EnvInfo:
+    gpu = hw.gpu if device == "cuda" else None
+    return EnvInfo(
+        device=device,
+        gpu_name=gpu.name if gpu else None,
+        compute_capability=".".join(map(str, gpu.compute_capability)) if gpu else None,
+        gpu_memory_bytes=gpu.memory_total_bytes if gpu else None,
+        sm_count=gpu.sm_count if gpu else None,
+        driver=hw.driver,
+        cuda=hw.torch_cuda,
+        cuda_driver=hw.cuda_driver,
+        cudnn=hw.cudnn,
+        torch=hw.torch,
+        triton=hardware.package_version("triton"),
+        flash_attn=hardware.package_version("flash_attn"),
+        cpu_model=hw.cpu.model,
+        cores=hw.cpu.usable_cores,
+        cpu_isa=hw.cpu.isa,
+        ram_bytes=hw.cpu.ram_total_bytes,
+        git_commit=hardware.git_commit(),
+        profile=choice.profile.name,
+        profile_source=choice.profile.source,
+        profile_reason=choice.reason,
+        memory_method="cuda-allocator" if device == "cuda" else memory.cpu_method(),
+    )
+
+
+def _result(plan: CasePlan, outcome: Outcome) -> CaseResult:
+    metrics: dict[str, Any] = {}
+    if outcome.status == "ok" and isinstance(outcome.value, dict):
+        metrics = outcome.value
+    if plan.predicted_memory_bytes is not None:
+        metrics.setdefault("predicted_memory_bytes", plan.predicted_memory_bytes)
+    return CaseResult(name=plan.name, params=plan.params, status=outcome.status,
+                      reason=outcome.reason, metrics=metrics)
+
+
+def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str) -> CaseResult:
+    if plan.unavailable:
+        return _result(plan, Outcome("unavailable", reason=plan.unavailable))
+    if plan.required_memory_bytes:
+        free = hardware.available_memory_bytes(device)
+        if free is not None and plan.required_memory_bytes > free * options.memory_headroom:
+            return _result(plan, Outcome("skipped", reason=(
+                f"needs about {format_bytes(plan.required_memory_bytes)}, "
+                f"{format_bytes(free)} free on {device}")))
+    payload = {"params": plan.params, **plan.run_args}
+    if options.isolate:
+        outcome = run_isolated(bench.case_target, payload, timeout_s=options.timeout_s)
+    else:
+        outcome = run_inline(bench.case_target, payload)
+    return _result(plan, outcome)
+
+
+def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | None = None,
+                  progress: Progress | None = None,
+                  hw: HardwareInfo | None = None) -> ResultDocument:
+    """Plan, run and summarize. Ctrl-C raises `Interrupted` carrying the finished cases."""
+    options = options or RunOptions()
+    hw = hw or hardware.detect()
+    config = bench.resolve(config, hw)
+    device = bench.device_of(config, hw)
+    choice = select_profile(hw, options.profile, device)
+    ctx = PlanContext(hw=hw, profile=choice.profile, device=device)
+    plans = bench.plan(config, ctx)
+    env = build_env(hw, choice, device)
+
+    def document(cases: list[CaseResult]) -> ResultDocument:
+        cases, summary = bench.summarize(config, cases, ctx)
+        return ResultDocument(tool=ToolInfo(version=__version__), benchmark=bench.name,
+                              env=env, config=config.model_dump(mode="json"), cases=cases,
+                              summary=summary)
+
+    done: list[CaseResult] = []
+    if progress:
+        progress.begin(len(plans))
+    try:
+        for plan in plans:
+            if progress:
+                progress.case_started(plan)
+            result = run_case(bench, plan, options, device)
+            done.append(result)
+            if progress:
+                progress.case_finished(result)
+    except KeyboardInterrupt:
+        if progress:
+            progress.end()
+        raise Interrupted(document(done)) from None
+    if progress:
+        progress.end()
+    return document(done)

@@ -1,0 +1,86 @@
+"""Parsing and formatting of sizes, times and dtypes, without importing torch."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from llmbench.core.errors import UsageError
+
+# Bytes per element of the dtypes the CLI accepts.
+DTYPE_BYTES: dict[str, int] = {"fp64": 8, "fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """'80GiB' -> 85899345920, '1.5GB' -> 1500000000, '4096' -> 4096."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _BYTE_UNITS:
+        raise UsageError(f"not a size: {text!r} (examples: 4096, 512MiB, 80GiB, 1.5GB)")
+    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+
+
+def format_bytes(n: float | None) -> str:
+    """Binary units, three significant figures: 268435456 -> '256 MiB'."""
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "-"
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{sign}{int(n)} B"
+            return f"{sign}{n:.3g} {unit}" if n < 100 else f"{sign}{n:.0f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms >= 1000:
+        return f"{ms / 1000:.3g} s"
+    if ms >= 1:
+        return f"{ms:.3g} ms"
+    return f"{ms * 1000:.3g} µs"
+
+
+def parse_int_sweep(text: str, *, what: str) -> list[int]:
+    """'8192' | '1024,2048' | '1024:16384' (doubling) -> sorted unique positive ints."""
+    values: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ":" in part:
+            lo_s, _, hi_s = part.partition(":")
+            lo, hi = _int(lo_s, what), _int(hi_s, what)
+            if lo <= 0 or hi <= 0:
+                raise UsageError(f"{what} must be positive, got {part!r}")
+            if hi < lo:
+                raise UsageError(f"{what} sweep {part!r} runs backwards: write LOW:HIGH")
+            v = lo
+            while v <= hi:
+                values.append(v)
+                v *= 2
+        else:
+            v = _int(part, what)
+            if v <= 0:
+                raise UsageError(f"{what} must be positive, got {v}")
+            values.append(v)
+    if not values:
+        raise UsageError(f"{what}: no values given")
+    return sorted(set(values))
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise UsageError(f"{what}: {text.strip()!r} is not an integer") from None

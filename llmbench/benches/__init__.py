@@ -1,0 +1,21 @@
+"""One module per subcommand. Each declares its cases and how to run one; nothing else."""
+
+from __future__ import annotations
+
+import importlib
+
+from llmbench.benches.base import Benchmark
+
+# name -> "module:class"; imported on demand so that listing benchmarks imports no torch.
+_REGISTRY = {
+    "attention": "llmbench.benches.attention:AttentionBenchmark",
+}
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Benchmark:
+    module, _, cls = _REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()

@@ -1,0 +1,339 @@
+"""`llmbench attention`: standard vs Flash attention, time and peak memory per implementation.
+
+Cases: every requested implementation at every sequence length. Each case times the forward (or
+forward + backward) call, measures its peak memory above the inputs, and checks its output (and
+gradients) against an fp64 reference. Across cases: speed-up and memory reduction vs `standard`,
+and, for sweeps, the exponent of memory and time in seq.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from llmbench import kernels
+from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.core import hardware
+from llmbench.core.errors import UsageError
+from llmbench.core.fit import power_law_exponent
+from llmbench.core.hardware import HardwareInfo
+from llmbench.core.results import CaseResult
+from llmbench.core.timing import TimingPolicy
+from llmbench.kernels.problem import AttentionProblem, attention_flops
+
+Dtype = Literal["fp32", "fp16", "bf16"]
+
+
+class AttentionConfig(BaseModel):
+    """What `llmbench attention` measures. `None` fields are filled from the detected device."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    impls: list[str] | None = Field(None, description="implementations; None: all of them")
+    seqs: list[int] = Field(default_factory=lambda: [4096], min_length=1)
+    batch: int = Field(1, gt=0)
+    heads: int = Field(8, gt=0)
+    kv_heads: int | None = Field(None, gt=0, description="None: same as heads (MHA)")
+    head_dim: int = Field(64, gt=0)
+    dtype: Dtype | None = Field(None, description="None: bf16 on a GPU, fp32 on a CPU")
+    causal: bool = True
+    mode: Literal["fwd", "fwd+bwd"] = "fwd"
+    device: Literal["cpu", "cuda"] | None = Field(None, description="None: cuda if usable")
+    seed: int = 0
+    check_rows: int = Field(256, gt=0, description="query rows checked against fp64 at full size")
+    check_seq: int = Field(512, gt=0, description="seq of the gradient check (fwd+bwd)")
+    timing: TimingPolicy = Field(default_factory=TimingPolicy)
+
+    @field_validator("seqs")
+    @classmethod
+    def _positive_seqs(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if s <= 0]
+        if bad:
+            raise ValueError(f"seq must be positive, got {bad[0]}")
+        return sorted(set(v))
+
+    @field_validator("impls")
+    @classmethod
+    def _known_impls(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        for name in v:
+            if name not in kernels.IMPLS:
+                raise ValueError(
+                    f"unknown impl {name!r} (choose from {', '.join(kernels.names())})")
+        if not v:
+            raise ValueError("no implementation given")
+        return list(dict.fromkeys(v))
+
+    @field_validator("kv_heads")
+    @classmethod
+    def _heads_divisible(cls, v: int | None, info: ValidationInfo) -> int | None:
+        heads = info.data.get("heads")
+        if v is not None and heads and heads % v:
+            raise ValueError(f"kv_heads {v} does not divide heads {heads} "
+                             "(each key/value head serves a whole group of query heads)")
+        return v
+
+
+def dtype_unsupported(device: str, dtype: str, hw: HardwareInfo) -> str | None:
+    """Why `dtype` cannot be computed on `device` here, or None."""
+    if device == "cuda":
+        cc = hw.gpu.compute_capability if hw.gpu else (0, 0)
+        if dtype == "fp16" and cc < (5, 3):
+            return f"fp16 needs compute capability >= 5.3, this GPU is {cc[0]}.{cc[1]}"
+        if dtype == "bf16" and cc < (8, 0):
+            return (f"bf16 needs compute capability >= 8.0 (Ampere), this GPU is "
+                    f"{cc[0]}.{cc[1]}: use --dtype fp16")
+        return None
+    if dtype == "fp32":
+        return None
+    import torch
+
+    t = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    try:  # the CPU kernels this torch build has for the dtype
+        a = torch.ones(4, 4, dtype=t)
+        torch.softmax(a @ a, dim=-1)
+    except RuntimeError as exc:
+        return f"this torch build cannot compute {dtype} on the CPU ({exc})"
+    return None
+
+
+class AttentionBenchmark(Benchmark[AttentionConfig]):
+    name = "attention"
+    config_type = AttentionConfig
+    case_target = "llmbench.benches.attention:run_case"
+
+    def resolve(self, config: AttentionConfig, hw: HardwareInfo) -> AttentionConfig:
+        device = config.device or hw.device
+        if device == "cuda" and hw.device != "cuda":
+            why = hw.notes[0] if hw.notes else f"torch {hw.torch} sees no CUDA device"
+            raise UsageError(f"--device cuda: no usable CUDA GPU here ({why})")
+        dtype = config.dtype or ("bf16" if device == "cuda" else "fp32")
+        reason = dtype_unsupported(device, dtype, hw)
+        if reason:
+            raise UsageError(f"--dtype {dtype}: {reason}")
+        resolved = config.model_copy(update={
+            "device": device, "dtype": dtype, "kv_heads": config.kv_heads or config.heads})
+        for name in config.impls or []:
+            why = kernels.get(name).shape_reason(self._problem(resolved, resolved.seqs[0], hw))
+            if why:
+                raise UsageError(f"--impl {name}: {why}")
+        return resolved
+
+    @staticmethod
+    def _problem(config: AttentionConfig, seq: int, hw: HardwareInfo) -> AttentionProblem:
+        cc = hw.gpu.compute_capability if (config.device == "cuda" and hw.gpu) else None
+        return AttentionProblem(
+            batch=config.batch, heads=config.heads, kv_heads=config.kv_heads or config.heads,
+            seq=seq, head_dim=config.head_dim, dtype=config.dtype or "fp32",
+            causal=config.causal, mode=config.mode, device=config.device or "cpu",
+            compute_capability=cc)
+
+    def plan(self, config: AttentionConfig, ctx: PlanContext) -> list[CasePlan]:
+        tile = ctx.profile.tile_for(config.head_dim)
+        plans = []
+        for seq in config.seqs:
+            problem = self._problem(config, seq, ctx.hw)
+            for name in config.impls or kernels.names():
+                impl = kernels.get(name)
+                params: dict[str, Any] = {
+                    "impl": name, "seq": seq, "batch": config.batch, "heads": config.heads,
+                    "kv_heads": problem.kv_heads, "head_dim": config.head_dim,
+                    "dtype": problem.dtype, "causal": config.causal, "mode": config.mode,
+                    "device": problem.device,
+                }
+                if impl.uses_tile:
+                    params.update(block_m=tile.block_m, block_n=tile.block_n)
+                extra = impl.predicted_extra_bytes(problem, tile)
+                plans.append(CasePlan(
+                    name=f"{name}/seq={seq}/{config.mode}",
+                    params=params,
+                    run_args={"seed": config.seed, "check_rows": config.check_rows,
+                              "check_seq": config.check_seq,
+                              "timing": config.timing.model_dump(),
+                              "compute_capability": problem.compute_capability},
+                    predicted_memory_bytes=extra,
+                    required_memory_bytes=problem.input_bytes + extra,
+                    unavailable=impl.unavailable(problem),
+                ))
+        return plans
+
+    def summarize(self, config: AttentionConfig, cases: list[CaseResult],
+                  ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
+        dtype = config.dtype or "fp32"
+        peak = ctx.profile.peak_tflops(dtype, ctx.hw)
+        standard = {(c.params["seq"], c.params["mode"]): c for c in cases
+                    if c.params["impl"] == "standard" and c.ok}
+        out = []
+        for case in cases:
+            metrics = dict(case.metrics)
+            if case.ok:
+                tflops = metrics.get("throughput_tflops")
+                if peak and isinstance(tflops, float):
+                    metrics["peak_utilization_pct"] = 100.0 * tflops / peak
+                base = standard.get((case.params["seq"], case.params["mode"]))
+                if base is not None and base.time() and case.time():
+                    metrics["speedup_vs_standard_x"] = base.time().median / case.time().median
+                    base_mem = base.metrics.get("peak_memory_bytes")
+                    mem = metrics.get("peak_memory_bytes")
+                    if isinstance(base_mem, int) and isinstance(mem, int) and mem > 0:
+                        metrics["memory_reduction_vs_standard_x"] = base_mem / mem
+            out.append(case.model_copy(update={"metrics": metrics}))
+        summary: dict[str, Any] = {
+            "peak_tflops": peak,
+            "peak_source": f"profile {ctx.profile.name}",
+            "scaling": _scaling(out),
+            "standard_limit": _standard_limit(config, out, ctx, self._problem),
+        }
+        return out, summary
+
+
+def _scaling(cases: list[CaseResult]) -> dict[str, dict[str, Any]]:
+    """Per impl, the exponent k of memory ~ seq^k and time ~ seq^k over the ok cases."""
+    by_impl: dict[str, list[CaseResult]] = {}
+    for c in cases:
+        if c.ok:
+            by_impl.setdefault(c.params["impl"], []).append(c)
+    out = {}
+    for impl, cs in by_impl.items():
+        if len({c.params["seq"] for c in cs}) < 2:
+            continue
+        seqs = [float(c.params["seq"]) for c in cs]
+        mems = [float(c.metrics.get("peak_memory_bytes") or 0) for c in cs]
+        times = [c.time().median if c.time() else 0.0 for c in cs]
+        out[impl] = {
+            "seqs": [int(s) for s in seqs],
+            "memory_exponent": power_law_exponent(seqs, mems),
+            "time_exponent": power_law_exponent(seqs, times),
+        }
+    return out
+
+
+def _standard_limit(config: AttentionConfig, cases: list[CaseResult], ctx: PlanContext,
+                    problem_at) -> dict[str, Any]:  # noqa: ANN001
+    """The longest seq whose standard attention fits in the memory free now, and the first seq
+    at which it failed in this run."""
+    impl = kernels.get("standard")
+    free = hardware.available_memory_bytes(ctx.device)
+    failed = sorted(c.params["seq"] for c in cases
+                    if c.params["impl"] == "standard" and c.status in ("oom", "skipped"))
+    limit: dict[str, Any] = {"free_memory_bytes": free, "first_failed_seq": failed[0] if failed
+                             else None, "predicted_max_seq": None}
+    if free:
+        def need(seq: int) -> int:
+            p = problem_at(config, seq, ctx.hw)
+            return p.input_bytes + impl.predicted_extra_bytes(p)
+
+        lo, hi = 0, 1
+        while need(hi) <= free and hi < 2**31:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if need(mid) <= free else (lo, mid)
+        limit["predicted_max_seq"] = lo
+    return limit
+
+
+# ------------------------------------------------------------------ one case, in the child
+
+
+def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from llmbench.core.memory import measure_peak
+    from llmbench.core.timing import measure
+    from llmbench.kernels.reference import check_rows, reference_attention
+
+    p = payload["params"]
+    impl = kernels.get(p["impl"])
+    fn = impl.load()
+    device = torch.device("cuda:0" if p["device"] == "cuda" else "cpu")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[p["dtype"]]
+    problem = AttentionProblem(
+        batch=p["batch"], heads=p["heads"], kv_heads=p["kv_heads"], seq=p["seq"],
+        head_dim=p["head_dim"], dtype=p["dtype"], causal=p["causal"], mode=p["mode"],
+        device=p["device"], compute_capability=payload.get("compute_capability"))
+    tile = {k: p[k] for k in ("block_m", "block_n") if k in p}
+    scale = 1.0 / math.sqrt(p["head_dim"])
+    backward = p["mode"] == "fwd+bwd"
+    to_impl = (lambda t: t.transpose(1, 2).contiguous()) if impl.layout == "bshd" else None
+
+    def make_inputs(seq: int, seed: int) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        shapes = [(p["batch"], p["heads"], seq, p["head_dim"]),
+                  (p["batch"], p["kv_heads"], seq, p["head_dim"]),
+                  (p["batch"], p["kv_heads"], seq, p["head_dim"]),
+                  (p["batch"], p["heads"], seq, p["head_dim"])]
+        ts = [torch.randn(s, generator=gen).to(device=device, dtype=dtype) for s in shapes]
+        if to_impl:
+            ts = [to_impl(t) for t in ts]
+        return tuple(t.requires_grad_(backward and i < 3) for i, t in enumerate(ts))
+
+    def as_bhsd(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(1, 2) if to_impl else t
+
+    def call(q, k, v, dout):  # noqa: ANN001, ANN202
+        if not backward:
+            with torch.no_grad():
+                return fn(q, k, v, causal=p["causal"], scale=scale, **tile)
+        for t in (q, k, v):
+            t.grad = None
+        out = fn(q, k, v, causal=p["causal"], scale=scale, **tile)
+        out.backward(dout)
+        return out.detach()
+
+    q, k, v, dout = make_inputs(p["seq"], payload["seed"])
+    step = lambda: call(q, k, v, dout)  # noqa: E731
+    step()  # warm-up: first-call allocations and kernel selection stay out of the figures
+    for t in (q, k, v):
+        t.grad = None
+    t0 = time.perf_counter()
+    out, peak = measure_peak(step, device=p["device"])
+    memory_call_ms = (time.perf_counter() - t0) * 1e3
+
+    rows = check_rows(p["seq"], payload["check_rows"])
+    ref = reference_attention(as_bhsd(q).detach(), as_bhsd(k).detach(), as_bhsd(v).detach(),
+                              causal=p["causal"], scale=scale, rows=rows.to(device))
+    max_err = (as_bhsd(out)[:, :, rows.to(device)].double() - ref).abs().max().item()
+    del out, ref
+
+    # A CPU call of 100 ms or more is timed well enough by the wall clock around the memory
+    # call (the /proc reads cost microseconds): count it as a sample rather than run again.
+    prior = [memory_call_ms] if p["device"] == "cpu" and memory_call_ms >= 100 else None
+    stats = measure(step, device=p["device"], prior_samples_ms=prior,
+                    policy=TimingPolicy(**{**payload["timing"], "warmup_s": 0.0,
+                                           "min_warmup_runs": 0}))
+    metrics: dict[str, Any] = {
+        "time_ms": stats.model_dump(),
+        "throughput_tflops": attention_flops(problem) / (stats.median / 1e3) / 1e12,
+        "peak_memory_bytes": peak.peak_bytes,
+        "input_memory_bytes": problem.input_bytes,
+        "max_abs_error": max_err,
+        "error_rows_checked": int(rows.numel()),
+        "flops_per_call": attention_flops(problem),
+    }
+    if backward:
+        metrics["grad_max_abs_error"] = _grad_error(
+            fn, make_inputs(min(p["seq"], payload["check_seq"]), payload["seed"] + 1),
+            p["causal"], scale, tile, as_bhsd)
+        metrics["grad_check_seq"] = min(p["seq"], payload["check_seq"])
+    return metrics
+
+
+def _grad_error(fn, inputs, causal, scale, tile, as_bhsd) -> float:  # noqa: ANN001
+    """Max abs difference of dq, dk, dv from the fp64 reference's, at the check size."""
+    import torch
+
+    from llmbench.kernels.reference import reference_attention
+
+    q, k, v, dout = inputs
+    out = fn(q, k, v, causal=causal, scale=scale, **tile)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    q64, k64, v64 = (as_bhsd(t).detach().double().requires_grad_() for t in (q, k, v))
+    ref = reference_attention(q64, k64, v64, causal=causal, scale=scale)
+    ref_grads = torch.autograd.grad(ref, (q64, k64, v64), as_bhsd(dout).double())
+    return max((as_bhsd(g).double() - r).abs().max().item()
+               for g, r in zip(grads, ref_grads, strict=True))

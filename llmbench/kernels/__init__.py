@@ -1,0 +1,145 @@
+"""Attention implementations behind one signature, and what each needs to run.
+
+Every implementation is `fn(q, k, v, *, causal, scale, block_m=..., block_n=...) -> out`, with
+tensors in its `layout`: "bhsd" (batch, heads, seq, dim; torch SDPA's) or "bshd" (flash-attn's).
+This module imports no torch: the CLI checks names and availability before loading anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from llmbench.kernels.problem import AttentionProblem
+
+Reason = Callable[[AttentionProblem], "str | None"]
+
+
+def _never(p: AttentionProblem) -> str | None:
+    return None
+
+
+def _cc(p: AttentionProblem) -> str:
+    return ".".join(map(str, p.compute_capability)) if p.compute_capability else "unknown"
+
+
+def _cuda_only(what: str) -> Reason:
+    def reason(p: AttentionProblem) -> str | None:
+        return None if p.device == "cuda" else f"{what} runs only on CUDA GPUs"
+    return reason
+
+
+def _sdpa_flash(p: AttentionProblem) -> str | None:
+    if p.device != "cuda":
+        return None  # torch has a CPU flash kernel
+    if (p.compute_capability or (0, 0)) < (8, 0):
+        return (f"torch's flash backend needs compute capability >= 8.0, this GPU is {_cc(p)}: "
+                "use sdpa-efficient or tiled")
+    if p.dtype == "fp32":
+        return "torch's flash backend on CUDA takes fp16/bf16 only"
+    return None
+
+
+def _sdpa_efficient(p: AttentionProblem) -> str | None:
+    if p.device != "cuda":
+        return "SDPA's memory-efficient backend runs only on CUDA GPUs"
+    if (p.compute_capability or (0, 0)) < (5, 0):
+        return f"SDPA's memory-efficient backend needs compute capability >= 5.0, not {_cc(p)}"
+    return None
+
+
+def _sdpa_cudnn(p: AttentionProblem) -> str | None:
+    if p.device != "cuda":
+        return "SDPA's cuDNN backend runs only on CUDA GPUs"
+    if (p.compute_capability or (0, 0)) < (8, 0):
+        return f"SDPA's cuDNN backend needs compute capability >= 8.0, this GPU is {_cc(p)}"
+    if p.dtype == "fp32":
+        return "SDPA's cuDNN backend takes fp16/bf16 only"
+    return None
+
+
+def _flash_attn(p: AttentionProblem) -> str | None:
+    if p.device != "cuda":
+        return "flash-attn runs only on NVIDIA GPUs"
+    if importlib.util.find_spec("flash_attn") is None:
+        return "flash_attn is not installed (pip install 'llmbench[flash]' on a CUDA machine)"
+    if (p.compute_capability or (0, 0)) < (8, 0):
+        return (f"flash-attn 2 needs compute capability >= 8.0, this GPU is {_cc(p)}: "
+                "use sdpa-efficient or tiled")
+    if p.dtype == "fp32":
+        return "flash-attn takes fp16/bf16 only"
+    return None
+
+
+def _flash_attn_shape(p: AttentionProblem) -> str | None:
+    if p.head_dim > 256:
+        return f"flash-attn supports head dims up to 256, got {p.head_dim}"
+    return None
+
+
+@dataclass(frozen=True)
+class AttentionImpl:
+    name: str
+    summary: str
+    memory: Literal["O(seq^2)", "O(seq)"]
+    layout: Literal["bhsd", "bshd"]
+    target: str  # "module:attr" of the function (or of a factory, with `factory_arg`)
+    predict: str  # "module:function(problem, tile) -> extra bytes above the inputs"
+    device_reason: Reason = _never  # why it cannot run on this device / install
+    shape_reason: Reason = _never  # why it cannot take this input (bad input when asked for)
+    factory_arg: str | None = None
+    uses_tile: bool = False
+
+    def unavailable(self, p: AttentionProblem) -> str | None:
+        return self.shape_reason(p) or self.device_reason(p)
+
+    def load(self) -> Callable[..., Any]:
+        module, _, attr = self.target.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        return obj(self.factory_arg) if self.factory_arg else obj
+
+    def predicted_extra_bytes(self, p: AttentionProblem, tile: Any = None) -> int:
+        module, _, attr = self.predict.partition(":")
+        return int(getattr(importlib.import_module(module), attr)(p, tile))
+
+
+_K = "llmbench.kernels"
+IMPLS: dict[str, AttentionImpl] = {
+    impl.name: impl
+    for impl in [
+        AttentionImpl("standard", "eager QK^T, mask, softmax, @V (materializes seq x seq)",
+                      "O(seq^2)", "bhsd", f"{_K}.standard:standard_attention",
+                      f"{_K}.standard:predicted_extra_bytes"),
+        AttentionImpl("sdpa-flash", "torch SDPA, FlashAttention backend", "O(seq)", "bhsd",
+                      f"{_K}.sdpa:make", f"{_K}.sdpa:predicted_fused_extra_bytes",
+                      device_reason=_sdpa_flash, factory_arg="sdpa-flash"),
+        AttentionImpl("sdpa-efficient", "torch SDPA, memory-efficient (xFormers) backend",
+                      "O(seq)", "bhsd", f"{_K}.sdpa:make",
+                      f"{_K}.sdpa:predicted_fused_extra_bytes",
+                      device_reason=_sdpa_efficient, factory_arg="sdpa-efficient"),
+        AttentionImpl("sdpa-cudnn", "torch SDPA, cuDNN backend", "O(seq)", "bhsd",
+                      f"{_K}.sdpa:make", f"{_K}.sdpa:predicted_fused_extra_bytes",
+                      device_reason=_sdpa_cudnn, factory_arg="sdpa-cudnn"),
+        AttentionImpl("sdpa-math", "torch SDPA, math backend (the unfused reference)",
+                      "O(seq^2)", "bhsd", f"{_K}.sdpa:make",
+                      f"{_K}.sdpa:predicted_math_extra_bytes", factory_arg="sdpa-math"),
+        AttentionImpl("flash-attn", "the flash-attn package, flash_attn_func", "O(seq)",
+                      "bshd", f"{_K}.flash_attn:flash_attention",
+                      f"{_K}.sdpa:predicted_fused_extra_bytes",
+                      device_reason=_flash_attn, shape_reason=_flash_attn_shape),
+        AttentionImpl("tiled", "llmbench's pure-PyTorch FlashAttention (tiles from the profile)",
+                      "O(seq)", "bhsd", f"{_K}.tiled:tiled_attention",
+                      f"{_K}.tiled:predicted_extra_bytes", uses_tile=True),
+    ]
+}
+
+
+def names() -> list[str]:
+    return list(IMPLS)
+
+
+def get(name: str) -> AttentionImpl:
+    return IMPLS[name]

@@ -1,0 +1,1 @@
+"""The command line: parse flags, build a config, call the library, render. No computing here."""

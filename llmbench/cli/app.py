@@ -1,0 +1,69 @@
+"""The `llmbench` command. Subcommand modules import torch only inside their functions, so
+`llmbench --help` stays fast."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from typer._click.exceptions import ClickException
+
+from llmbench import __version__
+from llmbench.cli.attention import attention
+from llmbench.cli.env import env
+from llmbench.cli.schema import schema
+from llmbench.core.errors import UsageError
+
+app = typer.Typer(
+    name="llmbench",
+    help="Measure what LLM training optimizations really buy, on this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"llmbench {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True,
+        callback=_version)] = False,
+) -> None:
+    """Measure what LLM training optimizations really buy, on this machine.
+
+    Every command writes a versioned JSON results document (--json PATH or --format json)
+    next to its table. `llmbench schema` prints that document's JSON Schema.
+    """
+
+
+app.command(name="env")(env)
+app.command(name="attention")(attention)
+app.command(name="schema")(schema)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """Bad input: one line on stderr, no traceback."""
+    sys.stderr.write(f"llmbench: error: {message}\n")
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="llmbench", standalone_mode=False)
+    except UsageError as exc:
+        _fail(str(exc))
+    except ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,74 @@
+"""`llmbench attention`: flags -> AttentionConfig -> the runner -> a table / JSON."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+from llmbench.cli.common import (
+    FormatOption,
+    IsolateOption,
+    JsonOption,
+    MaxTimeOption,
+    ProfileOption,
+    QuietOption,
+    TimeoutOption,
+    build_config,
+    run_and_emit,
+    split_list,
+)
+from llmbench.core.units import parse_int_sweep
+from llmbench.kernels import names as impl_names
+
+_SHAPE = "Shape"
+
+
+def attention(
+    seq: Annotated[list[str] | None, typer.Option(
+        "--seq", help="Sequence length(s): 8192 | 1024,4096 | 1024:16384 (doubling). "
+        "Repeatable. [default: 4096]", rich_help_panel=_SHAPE)] = None,
+    impl: Annotated[list[str] | None, typer.Option(
+        "--impl", help=f"Implementation(s), comma-separated or repeated: "
+        f"{', '.join(impl_names())}. [default: all; those that cannot run here are listed "
+        "as unavailable]")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size.", rich_help_panel=_SHAPE)] = 1,
+    heads: Annotated[int, typer.Option(help="Query heads.", rich_help_panel=_SHAPE)] = 8,
+    kv_heads: Annotated[int | None, typer.Option(
+        help="Key/value heads: 1 is MQA, fewer than --heads is GQA. [default: --heads]",
+        rich_help_panel=_SHAPE)] = None,
+    head_dim: Annotated[int, typer.Option(help="Head dimension.", rich_help_panel=_SHAPE)] = 64,
+    dtype: Annotated[Literal["fp32", "fp16", "bf16"] | None, typer.Option(
+        help="[default: bf16 on a GPU, fp32 on a CPU]", rich_help_panel=_SHAPE)] = None,
+    causal: Annotated[bool, typer.Option(
+        "--causal/--no-causal", help="Causal (decoder) mask.", rich_help_panel=_SHAPE)] = True,
+    mode: Annotated[Literal["fwd", "fwd+bwd"], typer.Option(
+        help="Time the forward pass, or forward + backward.")] = "fwd",
+    device: Annotated[Literal["cpu", "cuda"] | None, typer.Option(
+        help="[default: cuda when a usable GPU is present, else cpu]")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    max_time: MaxTimeOption = 10.0,
+    profile: ProfileOption = None,
+    timeout: TimeoutOption = 600.0,
+    isolate: IsolateOption = True,
+    json_path: JsonOption = None,
+    fmt: FormatOption = "table",
+    quiet: QuietOption = False,
+) -> None:
+    """Standard vs Flash attention: time, TFLOP/s, peak memory and error per implementation.
+
+    Each case runs in its own process: warm-up, one call measured for peak memory and checked
+    against an fp64 reference, then timed until the median is steady. With a sweep, the
+    exponents of memory and time in seq are fitted.
+    """
+    from llmbench.benches.attention import AttentionConfig
+    from llmbench.core.timing import TimingPolicy
+
+    seqs = [v for text in (seq or ["4096"]) for v in parse_int_sweep(text, what="--seq")]
+    config = build_config(
+        AttentionConfig, impls=split_list(impl), seqs=seqs, batch=batch, heads=heads,
+        kv_heads=kv_heads, head_dim=head_dim, dtype=dtype, causal=causal, mode=mode,
+        device=device, seed=seed,
+        timing=TimingPolicy(max_time_s=max_time, min_time_s=min(1.0, max_time)))
+    run_and_emit("attention", config, json_path=json_path, fmt=fmt, quiet=quiet,
+                 profile=profile, timeout=timeout, isolate=isolate)

@@ -1,0 +1,150 @@
+"""What every benchmark command shares: output flags, config errors, progress, Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+
+from llmbench.core.errors import UsageError
+
+OutputFormat = Literal["table", "json"]
+
+JsonOption = Annotated[Path | None, typer.Option(
+    "--json", help="Also write the results document to this file (atomically).",
+    rich_help_panel="Output", dir_okay=False)]
+FormatOption = Annotated[OutputFormat, typer.Option(
+    "--format", help="table: rich table on stdout; json: the results document on stdout.",
+    rich_help_panel="Output")]
+QuietOption = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress on stderr.", rich_help_panel="Output")]
+ProfileOption = Annotated[str | None, typer.Option(
+    "--profile", help="Profile name (cpu, sm80, ...) or path to a profile TOML; "
+    "default: picked for the detected device.", rich_help_panel="Run")]
+TimeoutOption = Annotated[float, typer.Option(
+    "--timeout", help="Seconds a case may run before it is killed and recorded as an error.",
+    rich_help_panel="Run", min=0.1)]
+IsolateOption = Annotated[bool, typer.Option(
+    "--isolate/--no-isolate", help="Run each case in its own process (crash, OOM and "
+    "time-out safe). --no-isolate is faster to start, for debugging.", rich_help_panel="Run")]
+MaxTimeOption = Annotated[float, typer.Option(
+    "--max-time", help="Stop measuring a case after this many seconds of samples.",
+    rich_help_panel="Run", min=0.01)]
+
+# Config field -> the flag a user typed, for error messages.
+_FLAG_NAMES = {"seqs": "--seq", "impls": "--impl"}
+
+
+def stdout() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def build_config(model: type[BaseModel], **values: Any) -> BaseModel:
+    """Validate a config; the first problem becomes a one-line UsageError naming the flag."""
+    try:
+        return model(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = next((str(p) for p in err["loc"] if isinstance(p, str)), "")
+        flag = _FLAG_NAMES.get(field, "--" + field.replace("_", "-")) if field else "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise UsageError(f"{flag}: {msg}") from None
+
+
+def split_list(values: list[str] | None) -> list[str] | None:
+    """['a,b', 'c'] -> ['a', 'b', 'c']; None stays None."""
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+class ConsoleProgress:
+    """A rich progress bar on a terminal; one plain line per finished case otherwise."""
+
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.total = 0
+        self.done = 0
+        self._progress = None
+        self._task = None
+
+    def begin(self, total: int) -> None:
+        self.total = total
+        if self.quiet or not self.console.is_terminal:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=self.console, transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("starting", total=total)
+
+    def case_started(self, plan: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=plan.name)
+
+    def case_finished(self, result: Any) -> None:
+        self.done += 1
+        if self._progress is not None:
+            self._progress.advance(self._task)
+            return
+        if self.quiet:
+            return
+        stats = result.time()
+        detail = f" median {stats.median:.4g} ms" if stats else (
+            f" ({result.reason})" if result.reason else "")
+        self.console.print(f"[{self.done}/{self.total}] {result.name}: {result.status}{detail}",
+                           highlight=False, markup=False)
+
+    def end(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
+                 fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
+                 isolate: bool) -> None:
+    """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130."""
+    from llmbench import benches, report
+    from llmbench.core.results import write_document
+    from llmbench.core.runner import Interrupted, RunOptions, run_benchmark
+
+    options = RunOptions(profile=profile, timeout_s=timeout, isolate=isolate)
+    err = stderr()
+    if json_path is not None and json_path.is_dir():
+        raise UsageError(f"--json {json_path}: is a directory; give a file name")
+    interrupted = False
+    try:
+        doc = run_benchmark(benches.get(bench_name), config, options=options,
+                            progress=ConsoleProgress(err, quiet=quiet))
+    except Interrupted as exc:
+        doc, interrupted = exc.document, True
+    if json_path is not None:
+        write_document(doc, json_path)
+    if fmt == "json":
+        sys.stdout.write(doc.to_json() + "\n")
+    else:
+        report.render(doc, stdout())
+    if json_path is not None and not quiet:
+        err.print(f"results written to {json_path}", highlight=False)
+    if interrupted:
+        err.print(f"interrupted: {len(doc.cases)} finished case(s) kept", highlight=False)
+        raise typer.Exit(130)

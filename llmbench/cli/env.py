@@ -1,0 +1,39 @@
+"""`llmbench env`: what llmbench sees on this machine."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal
+
+import typer
+
+from llmbench.cli.common import FormatOption, JsonOption, ProfileOption, stdout
+
+
+def env(
+    head_dim: Annotated[int, typer.Option(help="Show the tile config for this head dim.")] = 64,
+    device: Annotated[Literal["cpu", "cuda"] | None, typer.Option(
+        help="[default: cuda when a usable GPU is present, else cpu]")] = None,
+    dtype: Annotated[Literal["fp32", "fp16", "bf16"] | None, typer.Option(
+        help="[default: bf16 on a GPU, fp32 on a CPU]")] = None,
+    profile: ProfileOption = None,
+    json_path: JsonOption = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """What llmbench sees here: device, versions, profile, tiles, attention implementations.
+
+    Shows the chosen profile and why, the tile config it gives for --head-dim, and which
+    attention implementations can run (and why each missing one is missing).
+    """
+    from llmbench.core.environment import describe
+    from llmbench.core.results import write_atomic
+    from llmbench.report.env import render
+
+    report = describe(profile=profile, device=device, head_dim=head_dim, dtype=dtype)
+    text = report.model_dump_json(indent=2) + "\n"
+    if json_path is not None:
+        write_atomic(text, json_path)
+    if fmt == "json":
+        sys.stdout.write(text)
+    else:
+        render(report, stdout())

@@ -1,0 +1,19 @@
+"""Rendering results for people: rich tables now; compare, exports and plots build on them."""
+
+from __future__ import annotations
+
+import importlib
+
+from rich.console import Console
+
+from llmbench.core.results import ResultDocument
+
+_RENDERERS = {
+    "attention": "llmbench.report.attention:render",
+}
+
+
+def render(doc: ResultDocument, console: Console) -> None:
+    """Print `doc` as the table its benchmark defines."""
+    module, _, attr = _RENDERERS[doc.benchmark].partition(":")
+    getattr(importlib.import_module(module), attr)(doc, console)

@@ -1,0 +1,78 @@
+"""Rich tables shared by every benchmark's renderer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from llmbench.core.results import CaseResult, ResultDocument
+from llmbench.core.timing import TimeStats
+from llmbench.core.units import format_bytes, format_ms
+
+STATUS_STYLE = {"ok": "green", "oom": "bold red", "error": "red", "skipped": "yellow",
+                "unavailable": "dim"}
+
+
+def status_cell(case: CaseResult) -> str:
+    return f"[{STATUS_STYLE[case.status]}]{case.status}[/]"
+
+
+def time_cells(stats: TimeStats | None) -> tuple[str, str]:
+    """(median, ± IQR) with a warning mark when the samples are noisy."""
+    if stats is None:
+        return "-", "-"
+    mark = " [yellow]⚠[/]" if stats.noisy else ""
+    return format_ms(stats.median) + mark, f"±{format_ms(stats.iqr)}"
+
+
+def number(value: object, fmt: str = "{:.3g}") -> str:
+    if isinstance(value, bool) or value is None:
+        return "-"
+    if isinstance(value, (int, float)):
+        return fmt.format(value)
+    return str(value)
+
+
+def bytes_cell(value: object) -> str:
+    return format_bytes(value) if isinstance(value, (int, float)) else "-"
+
+
+def header(doc: ResultDocument) -> str:
+    env = doc.env
+    if env.device == "cuda":
+        where = f"{env.gpu_name} (sm{(env.compute_capability or '').replace('.', '')})"
+        versions = f"torch {env.torch}, CUDA {env.cuda}, driver {env.driver}"
+    else:
+        where = f"{env.cpu_model} ({env.cores} cores, {env.cpu_isa or 'ISA unknown'})"
+        versions = f"torch {env.torch}"
+    return (f"[bold]{doc.benchmark}[/] on {where} · {versions} · profile "
+            f"[cyan]{env.profile}[/] ({env.profile_reason})")
+
+
+def reasons(cases: list[CaseResult], key: Callable[[CaseResult], str]) -> list[str]:
+    """One line per distinct (label, status, reason) among the cases that did not run ok."""
+    seen: dict[tuple[str, str, str], None] = {}
+    for c in cases:
+        if c.status != "ok" and c.reason:
+            seen[(key(c), c.status, c.reason)] = None
+    return [f"[{STATUS_STYLE[s]}]{label}[/] {s}: {r}" for label, s, r in seen]
+
+
+def noisy_note(cases: list[CaseResult]) -> str | None:
+    noisy = [c.name for c in cases if c.time() and c.time().noisy]
+    if not noisy:
+        return None
+    return (f"[yellow]⚠[/] IQR/median above 10 % in {len(noisy)} case(s): close other work or "
+            "raise --max-time for steadier figures")
+
+
+def print_lines(console: Console, lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+def new_table(title: str | None = None) -> Table:
+    return Table(title=title, title_justify="left", header_style="bold", pad_edge=False,
+                 show_edge=False, box=None)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m llmbench ARGS` in a fresh process, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "llmbench", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd or ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def hw():
+    from llmbench.core.hardware import detect
+
+    return detect()
+
+
+@pytest.fixture
+def fast_timing():
+    from llmbench.core.timing import TimingPolicy
+
+    return TimingPolicy(warmup_s=0.0, min_warmup_runs=1, min_runs=3, min_time_s=0.0,
+                        max_runs=5, max_time_s=1.0)

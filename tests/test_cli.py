@@ -1,0 +1,194 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jsonschema
+import pytest
+import typer
+
+from llmbench.cli.app import app
+from tests.conftest import ROOT, run_cli
+
+SMALL = ["--seq", "64", "--heads", "2", "--head-dim", "16", "--max-time", "0.2", "-q"]
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = ("import sys, time; t = time.perf_counter(); sys.argv = ['llmbench', '--help']\n"
+            "from llmbench.cli.app import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "print('elapsed', time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "attention" in out.stdout and "env" in out.stdout
+    t0 = time.perf_counter()
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    assert time.perf_counter() - t0 < 1.0 + 0.5  # interpreter start included; budget 1 s
+
+
+def test_subcommand_help_imports_no_torch():
+    code = ("import sys; sys.argv = ['llmbench', 'attention', '--help']\n"
+            "from llmbench.cli.app import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--kv-heads" in out.stdout
+
+
+def test_version():
+    from llmbench import __version__
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"llmbench {__version__}"
+
+
+BAD = [
+    (["attention", "--seq", "0"], "--seq must be positive, got 0"),
+    (["attention", "--seq", "-4"], "--seq must be positive"),
+    (["attention", "--seq", "lots"], "--seq: 'lots' is not an integer"),
+    (["attention", "--seq", "4096:1024"], "runs backwards"),
+    (["attention", "--heads", "8", "--kv-heads", "3"], "--kv-heads: kv_heads 3 does not divide"),
+    (["attention", "--impl", "magic"], "--impl: unknown impl 'magic'"),
+    (["attention", "--dtype", "fp8"], "'fp8' is not one of"),
+    (["attention", "--batch", "0"], "--batch: Input should be greater than 0"),
+    (["attention", "--head-dim", "-1"], "--head-dim"),
+    (["attention", "--impl", "flash-attn", "--head-dim", "512", "--device", "cpu"],
+     "--impl flash-attn: flash-attn supports head dims up to 256, got 512"),
+    (["attention", "--mode", "bwd"], "'bwd' is not one of"),
+    (["attention", "--profile", "sm99"], "unknown profile 'sm99'"),
+    (["attention", "--profile", "/nonexistent/p.toml"], "profile file not found"),
+    (["attention", "--json", "."], "is a directory"),
+    (["attention", "--frobnicate"], "No such option"),
+    (["nope"], "No such command"),
+    (["env", "--head-dim", "0"], "--head-dim: must be positive"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    proc = run_cli(*args, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("llmbench: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_cuda_without_gpu_is_bad_input(hw):
+    if hw.device == "cuda":
+        pytest.skip("a GPU is present")
+    proc = run_cli("attention", "--device", "cuda")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("llmbench: error: --device cuda: no usable CUDA GPU")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_profile_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "profiles" / "sm80.toml").read_text().replace(
+        "num_stages = 3", "num_stages = 0", 1))
+    proc = run_cli("env", "--profile", str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"llmbench: error: {bad}: attention[0].num_stages: must be "
+                                   "from 1 to 8, got 0")
+
+
+def test_attention_json_to_stdout_and_file(tmp_path):
+    from llmbench.core.results import json_schema
+
+    out = tmp_path / "r.json"
+    proc = run_cli("attention", *SMALL, "--impl", "standard,sdpa-flash,tiled,flash-attn",
+                   "--format", "json", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    written = json.loads(out.read_text())
+    assert printed == written
+    jsonschema.validate(written, json_schema())
+    statuses = {c["params"]["impl"]: c["status"] for c in written["cases"]}
+    assert statuses == {"standard": "ok", "sdpa-flash": "ok", "tiled": "ok",
+                        "flash-attn": "unavailable"}
+    assert written["benchmark"] == "attention"
+    assert written["config"]["seqs"] == [64]
+
+
+def test_attention_table():
+    proc = run_cli("attention", *SMALL, "--seq", "128", "--impl", "standard,tiled")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("impl", "peak mem", "max err", "standard", "tiled", "speed-up",
+                 "memory k", "profile"):
+        assert text in proc.stdout
+
+
+def test_env_json_and_table():
+    proc = run_cli("env", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["env"]["profile"] == report["profile"]["name"]
+    impls = {i["name"]: i for i in report["implementations"]}
+    assert impls["standard"]["available"]
+    assert set(impls) >= {"standard", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn",
+                          "sdpa-math", "flash-attn", "tiled"}
+    for i in impls.values():
+        assert i["available"] or i["reason"]
+    table = run_cli("env")
+    assert "profile" in table.stdout and "attention implementations" in table.stdout
+
+
+def test_schema_command():
+    proc = run_cli("schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert "cases" in schema["properties"]
+
+
+def test_ctrl_c_keeps_finished_cases(tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmbench", "attention", "--seq", "64,128,256,512,1024",
+         "--impl", "standard,tiled", "--heads", "2", "--head-dim", "16", "--max-time", "0.5",
+         "--json", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        first = proc.stderr.readline()  # "[1/10] standard/seq=64/fwd: ok ..."
+        assert first.startswith("[1/10]"), first
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    doc = json.loads(out.read_text())
+    assert 1 <= len(doc["cases"]) < 10
+    assert all(c["status"] == "ok" for c in doc["cases"])
+    # The case that was running is not left behind as a process.
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", "llmbench.core.isolate", "-g", str(proc.pid)],
+                               capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""
+
+
+def _flags(name):
+    command = typer.main.get_command(app).commands[name]
+    return sorted(opt for p in command.params for opt in p.opts + p.secondary_opts)
+
+
+def test_flags_are_pinned():
+    """Flags are the CLI's contract: change this list only on purpose."""
+    assert _flags("attention") == sorted([
+        "--seq", "--impl", "--batch", "--heads", "--kv-heads", "--head-dim", "--dtype",
+        "--causal", "--no-causal", "--mode", "--device", "--seed", "--max-time", "--profile",
+        "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet", "-q"])
+    assert _flags("env") == sorted(["--head-dim", "--device", "--dtype", "--profile", "--json",
+                                    "--format"])
+    assert _flags("schema") == []

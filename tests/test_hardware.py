@@ -1,0 +1,83 @@
+import pytest
+
+from llmbench.core import hardware
+from llmbench.core.hardware import _merge_gpus, detect, detect_cpu
+
+
+def test_detect_on_this_machine_never_fails():
+    hw = detect()
+    assert hw.device in ("cpu", "cuda")
+    assert hw.cpu.logical_cores >= 1
+    assert 1 <= hw.cpu.usable_cores <= hw.cpu.logical_cores
+    assert hw.torch
+    if hw.device == "cpu":
+        assert hw.gpu is None
+    assert hw.nvml == "ok" or hw.nvml.startswith(("unavailable:", "error:"))
+
+
+def test_cpu_details():
+    cpu = detect_cpu()
+    assert cpu.model
+    assert cpu.isa  # torch.backends.cpu.get_cpu_capability()
+    meminfo = hardware._meminfo()
+    if "MemTotal" in meminfo:
+        assert 0 < cpu.ram_total_bytes <= meminfo["MemTotal"]
+    free = hardware.available_memory_bytes("cpu")
+    assert free is None or 0 < free <= meminfo.get("MemTotal", free)
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+def test_nvml_failure_gives_cpu_result(monkeypatch):
+    # The real NVML library is absent here; a broken one (driver mismatch) raises at init.
+    pynvml = pytest.importorskip("pynvml")
+
+    def broken_init():
+        raise FakeNVMLError("Driver/library version mismatch")
+
+    monkeypatch.setattr(pynvml, "nvmlInit", broken_init)
+    detect.cache_clear()
+    try:
+        hw = detect()
+    finally:
+        detect.cache_clear()
+    assert hw.nvml == "unavailable: Driver/library version mismatch"
+    if hw.gpus == []:
+        assert hw.device == "cpu"
+
+
+def test_nvml_error_midway_is_reported(monkeypatch):
+    pynvml = pytest.importorskip("pynvml")
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "550.54")
+    monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion_v2", lambda: 12040)
+
+    def count():
+        raise FakeNVMLError("GPU is lost")
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", count)
+    gpus, versions, status = hardware._nvml_probe()
+    assert gpus == []
+    assert versions == {"driver": "550.54", "cuda_driver": "12.4"}
+    assert status == "error: GPU is lost"
+
+
+def test_gpu_merge_prefers_torch_and_matches_by_uuid():
+    nvml = [{"index": 0, "name": "A", "compute_capability": (8, 0), "uuid": "GPU-a",
+             "memory_total_bytes": 1},
+            {"index": 1, "name": "B", "compute_capability": (9, 0), "uuid": "GPU-b",
+             "memory_total_bytes": 2}]
+    # CUDA_VISIBLE_DEVICES=1: torch's device 0 is NVML's device 1.
+    torch_view = [{"index": 0, "name": "B", "compute_capability": (9, 0), "uuid": "GPU-b",
+                   "sm_count": 132, "memory_total_bytes": 2}]
+    merged = _merge_gpus(torch_view, nvml)
+    assert len(merged) == 1
+    assert merged[0].name == "B" and merged[0].sm_count == 132 and merged[0].family == "sm90"
+
+
+def test_package_version_without_import():
+    assert hardware.package_version("torch")
+    assert hardware.package_version("surely_not_installed_pkg") is None

@@ -1,0 +1,54 @@
+import pytest
+
+from llmbench.core.errors import UsageError, one_line
+from llmbench.core.units import format_bytes, format_ms, parse_bytes, parse_int_sweep
+
+
+def test_parse_bytes_units():
+    assert parse_bytes("4096") == 4096
+    assert parse_bytes("80GiB") == 80 * 2**30
+    assert parse_bytes("1.5GB") == 1_500_000_000
+    assert parse_bytes("512 MiB") == 512 * 2**20
+    with pytest.raises(UsageError, match="not a size"):
+        parse_bytes("lots")
+
+
+def test_format_bytes():
+    assert format_bytes(268_435_456) == "256 MiB"
+    assert format_bytes(1023) == "1023 B"
+    assert format_bytes(1536) == "1.5 KiB"
+    assert format_bytes(None) == "-"
+
+
+def test_format_ms():
+    assert format_ms(2500) == "2.5 s"
+    assert format_ms(12.345) == "12.3 ms"
+    assert format_ms(0.0123) == "12.3 µs"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("8192", [8192]),
+    ("1024,4096", [1024, 4096]),
+    ("1024:16384", [1024, 2048, 4096, 8192, 16384]),
+    ("1000:5000", [1000, 2000, 4000]),
+    ("512, 512,128", [128, 512]),
+])
+def test_parse_int_sweep(text, expected):
+    assert parse_int_sweep(text, what="--seq") == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0", "must be positive"),
+    ("-5", "must be positive"),
+    ("abc", "not an integer"),
+    ("4096:1024", "runs backwards"),
+    ("", "no values"),
+])
+def test_parse_int_sweep_rejects(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_int_sweep(text, what="--seq")
+
+
+def test_one_line_keeps_first_line():
+    assert one_line("\n  first\nsecond") == "first"
+    assert len(one_line("x" * 1000, limit=50)) == 50

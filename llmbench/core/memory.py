@@ -5,7 +5,9 @@ allocated before the call.
 
 CPU on Linux: the process's resident-set high-water mark. Writing "5" to /proc/self/clear_refs
 resets VmHWM to the current RSS, so after the call `VmHWM - RSS before` is the call's own peak,
-counted in pages the kernel really backed. Elsewhere, `ru_maxrss` minus the RSS before the call,
+counted in pages the kernel really backed. Before that, glibc's malloc_trim(0) hands the free
+pages malloc keeps back to the kernel, so memory the call reuses from an earlier call's frees
+is counted too, not hidden in the baseline. Elsewhere, `ru_maxrss` minus the RSS before the call,
 which is right in a fresh isolated process whose largest moment is the call itself.
 """
 
@@ -69,6 +71,24 @@ def _ru_maxrss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def _malloc_trim() -> None:
+    """Return malloc's free pages to the kernel (glibc only; elsewhere a no-op)."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc = None
+
+
 def cpu_method() -> str:
     return "rss-hwm" if _reset_hwm() else "ru_maxrss"
 
@@ -86,6 +106,7 @@ def measure_peak(fn: Callable[[], T], *, device: str = "cpu") -> tuple[T, PeakMe
         torch.cuda.synchronize()
         return result, PeakMemory(max(0, torch.cuda.max_memory_allocated() - base),
                                   "cuda-allocator")
+    _malloc_trim()
     base = rss_bytes() or 0
     if _reset_hwm():
         result = fn()

@@ -12,6 +12,7 @@ from llmbench.report.tables import new_table
 def render(report: EnvReport, console: Console) -> None:
     hw, env = report.hardware, report.env
     table = new_table("device")
+    table.show_header = False
     table.add_column("", style="bold")
     table.add_column("")
     if env.device == "cuda" and hw.gpu:

@@ -111,7 +111,7 @@ class ConsoleProgress:
         detail = f" median {stats.median:.4g} ms" if stats else (
             f" ({result.reason})" if result.reason else "")
         self.console.print(f"[{self.done}/{self.total}] {result.name}: {result.status}{detail}",
-                           highlight=False, markup=False)
+                           highlight=False, markup=False, soft_wrap=True)
 
     def end(self) -> None:
         if self._progress is not None:

@@ -84,7 +84,7 @@ def _flash_attn_shape(p: AttentionProblem) -> str | None:
 class AttentionImpl:
     name: str
     summary: str
-    memory: Literal["O(seq^2)", "O(seq)"]
+    memory: Literal["O(seq^2)", "O(seq)", "varies"]
     layout: Literal["bhsd", "bshd"]
     target: str  # "module:attr" of the function (or of a factory, with `factory_arg`)
     predict: str  # "module:function(problem, tile) -> extra bytes above the inputs"
@@ -92,6 +92,7 @@ class AttentionImpl:
     shape_reason: Reason = _never  # why it cannot take this input (bad input when asked for)
     factory_arg: str | None = None
     uses_tile: bool = False
+    in_default_sweep: bool = True  # `llmbench attention` without --impl runs it
 
     def unavailable(self, p: AttentionProblem) -> str | None:
         return self.shape_reason(p) or self.device_reason(p)
@@ -113,6 +114,9 @@ IMPLS: dict[str, AttentionImpl] = {
         AttentionImpl("standard", "eager QK^T, mask, softmax, @V (materializes seq x seq)",
                       "O(seq^2)", "bhsd", f"{_K}.standard:standard_attention",
                       f"{_K}.standard:predicted_extra_bytes"),
+        AttentionImpl("sdpa", "torch SDPA, backend chosen by torch", "varies", "bhsd",
+                      f"{_K}.sdpa:make", f"{_K}.sdpa:predicted_fused_extra_bytes",
+                      factory_arg="sdpa", in_default_sweep=False),
         AttentionImpl("sdpa-flash", "torch SDPA, FlashAttention backend", "O(seq)", "bhsd",
                       f"{_K}.sdpa:make", f"{_K}.sdpa:predicted_fused_extra_bytes",
                       device_reason=_sdpa_flash, factory_arg="sdpa-flash"),
@@ -139,6 +143,11 @@ IMPLS: dict[str, AttentionImpl] = {
 
 def names() -> list[str]:
     return list(IMPLS)
+
+
+def default_names() -> list[str]:
+    """What `llmbench attention` runs when no --impl is given: every pinned implementation."""
+    return [name for name, impl in IMPLS.items() if impl.in_default_sweep]
 
 
 def get(name: str) -> AttentionImpl:

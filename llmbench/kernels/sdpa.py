@@ -13,6 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from llmbench.core.errors import CaseUnavailable, one_line
 
 BACKENDS = {
+    "sdpa": None,  # torch's own choice of backend
     "sdpa-flash": SDPBackend.FLASH_ATTENTION,
     "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
     "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -27,6 +28,9 @@ def make(name: str) -> Callable[..., torch.Tensor]:
                   scale: float | None = None, **_: object) -> torch.Tensor:
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
         gqa = k.shape[1] != q.shape[1]
+        if backend is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale,
+                                                  enable_gqa=gqa)
         with warnings.catch_warnings(record=True) as caught, sdpa_kernel(backend):
             warnings.simplefilter("always")
             try:

@@ -192,3 +192,8 @@ def test_flags_are_pinned():
     assert _flags("env") == sorted(["--head-dim", "--device", "--dtype", "--profile", "--json",
                                     "--format"])
     assert _flags("schema") == []
+    assert _flags("kvcache") == sorted([
+        "--model", "--config", "--layers", "--heads", "--kv-heads", "--head-dim", "--context",
+        "--seq", "--batch", "--dtype", "--memory", "--measure", "--no-measure", "--measure-seq",
+        "--measure-layers", "--impl", "--device", "--seed", "--max-time", "--profile",
+        "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet", "-q"])

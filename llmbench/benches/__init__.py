@@ -9,6 +9,7 @@ from llmbench.benches.base import Benchmark
 # name -> "module:class"; imported on demand so that listing benchmarks imports no torch.
 _REGISTRY = {
     "attention": "llmbench.benches.attention:AttentionBenchmark",
+    "kvcache": "llmbench.benches.kvcache:KVCacheBenchmark",
 }
 
 

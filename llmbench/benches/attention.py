@@ -137,7 +137,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         plans = []
         for seq in config.seqs:
             problem = self._problem(config, seq, ctx.hw)
-            for name in config.impls or kernels.names():
+            for name in config.impls or kernels.default_names():
                 impl = kernels.get(name)
                 params: dict[str, Any] = {
                     "impl": name, "seq": seq, "batch": config.batch, "heads": config.heads,

@@ -12,6 +12,7 @@ from typer._click.exceptions import ClickException
 from llmbench import __version__
 from llmbench.cli.attention import attention
 from llmbench.cli.env import env
+from llmbench.cli.kvcache import kvcache
 from llmbench.cli.schema import schema
 from llmbench.core.errors import UsageError
 
@@ -47,6 +48,7 @@ def _root(
 
 app.command(name="env")(env)
 app.command(name="attention")(attention)
+app.command(name="kvcache")(kvcache)
 app.command(name="schema")(schema)
 
 

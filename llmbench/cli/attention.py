@@ -30,8 +30,8 @@ def attention(
         "Repeatable. [default: 4096]", rich_help_panel=_SHAPE)] = None,
     impl: Annotated[list[str] | None, typer.Option(
         "--impl", help=f"Implementation(s), comma-separated or repeated: "
-        f"{', '.join(impl_names())}. [default: all; those that cannot run here are listed "
-        "as unavailable]")] = None,
+        f"{', '.join(impl_names())}. [default: all but sdpa (torch's own pick); those that "
+        "cannot run here are listed as unavailable]")] = None,
     batch: Annotated[int, typer.Option(help="Batch size.", rich_help_panel=_SHAPE)] = 1,
     heads: Annotated[int, typer.Option(help="Query heads.", rich_help_panel=_SHAPE)] = 8,
     kv_heads: Annotated[int | None, typer.Option(

@@ -36,7 +36,8 @@ MaxTimeOption = Annotated[float, typer.Option(
     rich_help_panel="Run", min=0.01)]
 
 # Config field -> the flag a user typed, for error messages.
-_FLAG_NAMES = {"seqs": "--seq", "impls": "--impl"}
+_FLAG_NAMES = {"seqs": "--seq", "impls": "--impl", "config_path": "--config",
+               "memory_bytes": "--memory"}
 
 
 def stdout() -> Console:
@@ -47,10 +48,10 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def build_config(model: type[BaseModel], **values: Any) -> BaseModel:
+def build_config(config_type: type[BaseModel], /, **values: Any) -> BaseModel:
     """Validate a config; the first problem becomes a one-line UsageError naming the flag."""
     try:
-        return model(**{k: v for k, v in values.items() if v is not None})
+        return config_type(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         err = exc.errors()[0]
         field = next((str(p) for p in err["loc"] if isinstance(p, str)), "")

@@ -10,6 +10,7 @@ from llmbench.core.results import ResultDocument
 
 _RENDERERS = {
     "attention": "llmbench.report.attention:render",
+    "kvcache": "llmbench.report.kvcache:render",
 }
 
 

@@ -1,0 +1,87 @@
+"""The tables `llmbench kvcache` prints."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from llmbench.core.results import ResultDocument
+from llmbench.core.units import format_bytes
+from llmbench.report.tables import (
+    bytes_cell,
+    header,
+    new_table,
+    noisy_note,
+    number,
+    print_lines,
+    reasons,
+    status_cell,
+    time_cells,
+)
+
+
+def render(doc: ResultDocument, console: Console) -> None:
+    cfg, summary = doc.config, doc.summary
+    arch = summary["architecture"]
+    console.print(header(doc), highlight=False)
+    layout = ("MHA" if arch["kv_heads"] == arch["heads"] else
+              "MQA" if arch["kv_heads"] == 1 else f"GQA-{arch['kv_heads']}")
+    context = f", context {arch['context']:,}" if arch.get("context") else ""
+    console.print(
+        f"[bold]{arch['name']}[/]: {arch['layers']} layers, {arch['heads']} heads, "
+        f"{arch['kv_heads']} KV heads ({layout}), head dim {arch['head_dim']}{context}",
+        highlight=False)
+    console.print(f"KV cache at seq {cfg['seq']:,} · batch {cfg['batch']} · {cfg['dtype']} "
+                  f"(bytes per token = 2 × layers × kv heads × head dim × bytes)", highlight=False)
+    budget = cfg.get("memory_bytes")
+    table = new_table()
+    for col, justify in [("variant", "left"), ("kv heads", "right"), ("bytes/token", "right"),
+                         ("total", "right"), ("saving vs MHA", "right")]:
+        table.add_column(col, justify=justify)
+    if budget:
+        table.add_column(f"max context in {format_bytes(budget)}", justify="right")
+        table.add_column(f"max batch at {cfg['seq']:,}", justify="right")
+    for row in summary["analytic"]:
+        name = row["variant"] + (" ← published" if row["published"] else "")
+        cells = [f"[bold]{name}[/]" if row["published"] else name, str(row["kv_heads"]),
+                 f"{row['bytes_per_token']:,}", format_bytes(row["total_bytes"]),
+                 f"{row['saving_vs_mha_pct']:.1f} %"]
+        if budget:
+            cells += [f"{row['max_context']:,}", f"{row['max_batch']:,}"]
+        table.add_row(*cells)
+    console.print(table)
+    if budget:
+        console.print(f"(cache only: weights and activations need memory too; the model was "
+                      f"trained to {arch.get('context') or '?'} tokens)", highlight=False)
+    if not doc.cases:
+        return
+    copy = summary["scaled_copy"]
+    first = doc.cases[0].params
+    console.print(
+        f"\nmeasured on a scaled-down copy built with llmbench's transformer: "
+        f"{copy['layers']} layers (of {copy['of_layers']}), head dim {copy['head_dim']} "
+        f"(of {copy['of_head_dim']}), width {copy['dim']}, same {copy['heads']} query heads; "
+        f"context {first['context']:,}, {first['dtype']}, {first['device']}, attention "
+        f"{first['impl']}", highlight=False)
+    table = new_table()
+    for col, justify in [("variant", "left"), ("kv heads", "right"), ("status", "left"),
+                         ("cache bytes", "right"), ("= formula", "left"),
+                         ("peak mem", "right"), ("decode/token", "right"), ("IQR", "right"),
+                         ("tokens/s", "right"), ("vs MHA", "right")]:
+        table.add_column(col, justify=justify)
+    for case in doc.cases:
+        m = case.metrics
+        median, iqr = time_cells(case.time())
+        match = m.get("cache_matches_formula")
+        table.add_row(
+            case.params["variant"], str(case.params["kv_heads"]), status_cell(case),
+            f"{m['cache_bytes']:,}" if "cache_bytes" in m else "-",
+            "-" if match is None else ("[green]yes[/]" if match else "[red]NO[/]"),
+            bytes_cell(m.get("peak_memory_bytes")), median, iqr,
+            number(m.get("decode_tokens_per_s"), "{:,.0f}"),
+            number(m.get("speedup_vs_mha_x"), "{:.2f}x"))
+    console.print(table)
+    lines = reasons(doc.cases, key=lambda c: c.params["variant"])
+    note = noisy_note(doc.cases)
+    if note:
+        lines.append(note)
+    print_lines(console, lines)

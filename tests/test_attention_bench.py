@@ -1,14 +1,9 @@
 import pytest
 
-from llmbench.benches.attention import (
-    AttentionBenchmark,
-    AttentionConfig,
-    _scaling,
-    dtype_unsupported,
-)
+from llmbench.benches.attention import AttentionBenchmark, AttentionConfig, _scaling
 from llmbench.benches.base import PlanContext
 from llmbench.core.errors import UsageError
-from llmbench.core.hardware import CpuInfo, GpuInfo, HardwareInfo
+from llmbench.core.hardware import CpuInfo, GpuInfo, HardwareInfo, dtype_unsupported
 from llmbench.core.profiles import select_profile
 from llmbench.core.results import CaseResult
 from llmbench.core.runner import RunOptions, run_benchmark

@@ -10,6 +10,12 @@ from llmbench.benches.base import Benchmark
 _REGISTRY = {
     "attention": "llmbench.benches.attention:AttentionBenchmark",
     "kvcache": "llmbench.benches.kvcache:KVCacheBenchmark",
+    "amp": "llmbench.benches.amp:AmpBenchmark",
+    "checkpoint": "llmbench.benches.checkpoint:CheckpointBenchmark",
+    "optim": "llmbench.benches.optim:OptimBenchmark",
+    "accum": "llmbench.benches.accum:AccumBenchmark",
+    "precision": "llmbench.benches.precision:PrecisionBenchmark",
+    "schedule": "llmbench.benches.schedule:ScheduleBenchmark",
 }
 
 

@@ -19,7 +19,7 @@ from llmbench.benches.base import Benchmark, CasePlan, PlanContext
 from llmbench.core import hardware
 from llmbench.core.errors import UsageError
 from llmbench.core.fit import power_law_exponent
-from llmbench.core.hardware import HardwareInfo
+from llmbench.core.hardware import HardwareInfo, dtype_unsupported
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
 from llmbench.kernels.problem import AttentionProblem, attention_flops
@@ -76,29 +76,6 @@ class AttentionConfig(BaseModel):
             raise ValueError(f"kv_heads {v} does not divide heads {heads} "
                              "(each key/value head serves a whole group of query heads)")
         return v
-
-
-def dtype_unsupported(device: str, dtype: str, hw: HardwareInfo) -> str | None:
-    """Why `dtype` cannot be computed on `device` here, or None."""
-    if device == "cuda":
-        cc = hw.gpu.compute_capability if hw.gpu else (0, 0)
-        if dtype == "fp16" and cc < (5, 3):
-            return f"fp16 needs compute capability >= 5.3, this GPU is {cc[0]}.{cc[1]}"
-        if dtype == "bf16" and cc < (8, 0):
-            return (f"bf16 needs compute capability >= 8.0 (Ampere), this GPU is "
-                    f"{cc[0]}.{cc[1]}: use --dtype fp16")
-        return None
-    if dtype == "fp32":
-        return None
-    import torch
-
-    t = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    try:  # the CPU kernels this torch build has for the dtype
-        a = torch.ones(4, 4, dtype=t)
-        torch.softmax(a @ a, dim=-1)
-    except RuntimeError as exc:
-        return f"this torch build cannot compute {dtype} on the CPU ({exc})"
-    return None
 
 
 class AttentionBenchmark(Benchmark[AttentionConfig]):

@@ -40,6 +40,9 @@ class Benchmark(ABC, Generic[C]):
     # "package.module:function" that runs one case in the (isolated) child. It receives
     # {"params": ..., **run_args} and returns the case's metrics as a dict.
     case_target: ClassVar[str]
+    # False for benchmarks that only read or compute small tables (no timing, no memory): a
+    # process per case would cost more than the case.
+    isolated: ClassVar[bool] = True
 
     def resolve(self, config: C, hw: HardwareInfo) -> C:
         """Fill automatic fields (device, dtype) and check the config against this machine."""

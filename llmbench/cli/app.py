@@ -12,8 +12,10 @@ from typer._click.exceptions import ClickException
 from llmbench import __version__
 from llmbench.cli.attention import attention
 from llmbench.cli.env import env
+from llmbench.cli.formats import precision, schedule
 from llmbench.cli.kvcache import kvcache
 from llmbench.cli.schema import schema
+from llmbench.cli.training import accum, amp, checkpoint, optim
 from llmbench.core.errors import UsageError
 
 app = typer.Typer(
@@ -49,6 +51,12 @@ def _root(
 app.command(name="env")(env)
 app.command(name="attention")(attention)
 app.command(name="kvcache")(kvcache)
+app.command(name="amp")(amp)
+app.command(name="checkpoint")(checkpoint)
+app.command(name="optim")(optim)
+app.command(name="accum")(accum)
+app.command(name="precision")(precision)
+app.command(name="schedule")(schedule)
 app.command(name="schema")(schema)
 
 

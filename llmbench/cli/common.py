@@ -37,7 +37,7 @@ MaxTimeOption = Annotated[float, typer.Option(
 
 # Config field -> the flag a user typed, for error messages.
 _FLAG_NAMES = {"seqs": "--seq", "impls": "--impl", "config_path": "--config",
-               "memory_bytes": "--memory"}
+               "memory_bytes": "--memory", "kinds": "--kinds"}
 
 
 def stdout() -> Console:

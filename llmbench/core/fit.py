@@ -19,3 +19,4 @@ def power_law_exponent(xs: list[float], ys: list[float]) -> float | None:
     sxx = sum((p[0] - mx) ** 2 for p in pts)
     sxy = sum((p[0] - mx) * (p[1] - my) for p in pts)
     return sxy / sxx
+

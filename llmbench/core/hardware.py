@@ -367,3 +367,26 @@ def git_commit(cwd: str | None = None) -> str | None:
         return None
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def dtype_unsupported(device: str, dtype: str, hw: HardwareInfo) -> str | None:
+    """Why `dtype` cannot be computed on `device` here, or None."""
+    if device == "cuda":
+        cc = hw.gpu.compute_capability if hw.gpu else (0, 0)
+        if dtype == "fp16" and cc < (5, 3):
+            return f"fp16 needs compute capability >= 5.3, this GPU is {cc[0]}.{cc[1]}"
+        if dtype == "bf16" and cc < (8, 0):
+            return (f"bf16 needs compute capability >= 8.0 (Ampere), this GPU is "
+                    f"{cc[0]}.{cc[1]}: use fp16")
+        return None
+    if dtype == "fp32":
+        return None
+    import torch
+
+    t = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    try:  # the CPU kernels this torch build has for the dtype
+        a = torch.ones(4, 4, dtype=t)
+        torch.softmax(a @ a, dim=-1)
+    except RuntimeError as exc:
+        return f"this torch build cannot compute {dtype} on the CPU ({exc})"
+    return None

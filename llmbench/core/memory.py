@@ -116,6 +116,35 @@ def measure_peak(fn: Callable[[], T], *, device: str = "cpu") -> tuple[T, PeakMe
     return result, PeakMemory(max(0, _ru_maxrss_bytes() - base), "ru_maxrss")
 
 
+class HeldMemory:
+    """Memory still held at a point, relative to a baseline: `start()`, run, `read()`.
+
+    Used for activation memory: the bytes autograd keeps between the forward pass and the
+    backward pass. GPU: allocated bytes. CPU: RSS, with malloc's free pages handed back to the
+    kernel before both reads, so only live allocations count.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.base = 0
+
+    def _now(self) -> int:
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            return int(torch.cuda.memory_allocated())
+        _malloc_trim()
+        return rss_bytes() or 0
+
+    def start(self) -> None:
+        self.base = self._now()
+
+    def read(self) -> int:
+        return max(0, self._now() - self.base)
+
+
 def tensor_bytes(*tensors: Any) -> int:
     """Bytes held by the given tensors' storage (views of one storage counted once)."""
     seen: set[int] = set()

@@ -88,7 +88,7 @@ def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str)
                 f"needs about {format_bytes(plan.required_memory_bytes)}, "
                 f"{format_bytes(free)} free on {device}")))
     payload = {"params": plan.params, **plan.run_args}
-    if options.isolate:
+    if options.isolate and bench.isolated:
         outcome = run_isolated(bench.case_target, payload, timeout_s=options.timeout_s)
     else:
         outcome = run_inline(bench.case_target, payload)

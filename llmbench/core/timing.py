@@ -82,7 +82,7 @@ def _rel_iqr(samples: list[float]) -> float:
 
 
 class _CpuClock:
-    def __init__(self) -> None:
+    def __init__(self, *_: object) -> None:
         self._t0 = 0.0
 
     def start(self) -> None:
@@ -114,6 +114,17 @@ class _CudaClock:
         return float(self._start.elapsed_time(self._end))
 
 
+def stopwatch(device: str = "cpu", *, flush_l2: bool = False) -> _CpuClock | _CudaClock:
+    """A clock with start() and stop_ms(): CUDA events on a GPU, perf_counter on a CPU. For
+    timing work that cannot be repeated at will (successive training steps)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        return _CudaClock(torch, flush_l2)
+    return _CpuClock()
+
+
 def measure(fn: Callable[[], object], *, device: str = "cpu",
             policy: TimingPolicy | None = None,
             prior_samples_ms: list[float] | None = None) -> TimeStats:
@@ -124,13 +135,7 @@ def measure(fn: Callable[[], object], *, device: str = "cpu",
     samples, so a slow case is not run once more than it needs.
     """
     policy = policy or TimingPolicy()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-        clock: _CpuClock | _CudaClock = _CudaClock(torch, policy.flush_l2)
-    else:
-        clock = _CpuClock()
+    clock = stopwatch(device, flush_l2=policy.flush_l2)
 
     def timed_block(k: int) -> float:
         clock.start()

@@ -79,6 +79,17 @@ def parse_int_sweep(text: str, *, what: str) -> list[int]:
     return sorted(set(values))
 
 
+def parse_int_list(texts: list[str], *, what: str) -> list[int]:
+    """['0,100', '500'] -> [0, 100, 500]: non-negative integers, sorted and unique."""
+    values = [_int(v, what) for text in texts for v in str(text).split(",") if v.strip()]
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise UsageError(f"{what} must not be negative, got {negative[0]}")
+    if not values:
+        raise UsageError(f"{what}: no values given")
+    return sorted(set(values))
+
+
 def _int(text: str, what: str) -> int:
     try:
         return int(text.strip())

@@ -26,6 +26,7 @@ class Architecture(BaseModel):
     head_dim: int = Field(gt=0)
     hidden_size: int | None = Field(None, gt=0)
     context: int | None = Field(None, gt=0, description="trained context length")
+    params: int | None = Field(None, gt=0, description="total parameters, as published")
     source: str = ""
 
     @field_validator("kv_heads")
@@ -49,21 +50,25 @@ class Architecture(BaseModel):
 
 
 def _hf(name: str, layers: int, heads: int, kv: int, head_dim: int, hidden: int, context: int,
-        repo: str) -> Architecture:
+        params: int, repo: str) -> Architecture:
     return Architecture(name=name, layers=layers, heads=heads, kv_heads=kv, head_dim=head_dim,
-                        hidden_size=hidden, context=context, source=f"{repo}/config.json")
+                        hidden_size=hidden, context=context, params=params,
+                        source=f"{repo}/config.json")
 
 
+# Parameter counts are the checkpoints' totals (embeddings included).
 PRESETS: dict[str, Architecture] = {a.name: a for a in [
-    _hf("llama-2-7b", 32, 32, 32, 128, 4096, 4096, "meta-llama/Llama-2-7b-hf"),
-    _hf("llama-2-70b", 80, 64, 8, 128, 8192, 4096, "meta-llama/Llama-2-70b-hf"),
-    _hf("llama-3-8b", 32, 32, 8, 128, 4096, 8192, "meta-llama/Meta-Llama-3-8B"),
-    _hf("llama-3-70b", 80, 64, 8, 128, 8192, 8192, "meta-llama/Meta-Llama-3-70B"),
-    _hf("mistral-7b", 32, 32, 8, 128, 4096, 32768, "mistralai/Mistral-7B-v0.1"),
-    _hf("falcon-7b", 32, 71, 1, 64, 4544, 2048, "tiiuae/falcon-7b"),
-    _hf("qwen2-7b", 28, 28, 4, 128, 3584, 32768, "Qwen/Qwen2-7B-Instruct"),
-    _hf("gemma-7b", 28, 16, 16, 256, 3072, 8192, "google/gemma-7b"),
-    _hf("gemma-2b", 18, 8, 1, 256, 2048, 8192, "google/gemma-2b"),
+    _hf("llama-2-7b", 32, 32, 32, 128, 4096, 4096, 6_738_415_616, "meta-llama/Llama-2-7b-hf"),
+    _hf("llama-2-70b", 80, 64, 8, 128, 8192, 4096, 68_976_648_192,
+        "meta-llama/Llama-2-70b-hf"),
+    _hf("llama-3-8b", 32, 32, 8, 128, 4096, 8192, 8_030_261_248, "meta-llama/Meta-Llama-3-8B"),
+    _hf("llama-3-70b", 80, 64, 8, 128, 8192, 8192, 70_553_706_496,
+        "meta-llama/Meta-Llama-3-70B"),
+    _hf("mistral-7b", 32, 32, 8, 128, 4096, 32768, 7_241_732_096, "mistralai/Mistral-7B-v0.1"),
+    _hf("falcon-7b", 32, 71, 1, 64, 4544, 2048, 6_921_720_704, "tiiuae/falcon-7b"),
+    _hf("qwen2-7b", 28, 28, 4, 128, 3584, 32768, 7_615_616_512, "Qwen/Qwen2-7B-Instruct"),
+    _hf("gemma-7b", 28, 16, 16, 256, 3072, 8192, 8_537_680_896, "google/gemma-7b"),
+    _hf("gemma-2b", 18, 8, 1, 256, 2048, 8192, 2_506_172_416, "google/gemma-2b"),
 ]}
 
 

@@ -6,10 +6,12 @@ parameters sit in the transformer blocks rather than in a large embedding table.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmbench.core.errors import UsageError
-from llmbench.models.transformer import ModelConfig, Transformer
+
+if TYPE_CHECKING:  # the model module imports torch; the size table must not
+    from llmbench.models.transformer import ModelConfig, Transformer
 
 SIZES: dict[str, dict[str, Any]] = {
     # name: dim, layers, heads (MHA by default; override n_kv_heads for GQA/MQA)
@@ -21,10 +23,14 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 def model_config(size: str, **overrides: Any) -> ModelConfig:
+    from llmbench.models.transformer import ModelConfig
+
     if size not in SIZES:
         raise UsageError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
     return ModelConfig(**{**SIZES[size], **overrides})
 
 
 def build(size: str, **overrides: Any) -> Transformer:
+    from llmbench.models.transformer import Transformer
+
     return Transformer(model_config(size, **overrides))

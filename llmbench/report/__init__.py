@@ -11,6 +11,12 @@ from llmbench.core.results import ResultDocument
 _RENDERERS = {
     "attention": "llmbench.report.attention:render",
     "kvcache": "llmbench.report.kvcache:render",
+    "amp": "llmbench.report.training:render_amp",
+    "checkpoint": "llmbench.report.training:render_checkpoint",
+    "optim": "llmbench.report.training:render_optim",
+    "accum": "llmbench.report.training:render_accum",
+    "precision": "llmbench.report.formats:render_precision",
+    "schedule": "llmbench.report.formats:render_schedule",
 }
 
 

@@ -1,0 +1,112 @@
+"""`llmbench accum`: gradient accumulation, the same effective batch split into micro-batches.
+
+Per split (micro-batch size x accumulation steps = the effective batch): the accumulated
+gradient (each micro-batch's loss divided by the number of steps) against the gradient of the
+whole batch at once (max abs and relative difference), and a training step's peak memory,
+time and tokens/s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.core.errors import UsageError
+from llmbench.core.hardware import HardwareInfo
+from llmbench.core.results import CaseResult
+
+
+class AccumConfig(TrainingConfig):
+    batch: int = Field(32, gt=0, description="the effective batch")
+    micro: list[int] | None = Field(None, description="micro-batch sizes; None: batch, batch/2, "
+                                    "batch/4, batch/8 (those that divide it)")
+
+    @field_validator("micro")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v and any(m < 1 for m in v):
+            raise ValueError(f"micro-batch sizes must be at least 1, got {min(v)}")
+        return sorted(set(v), reverse=True) if v else None
+
+
+def default_micro(batch: int) -> list[int]:
+    return [m for m in dict.fromkeys(batch // d for d in (1, 2, 4, 8)) if m and batch % m == 0]
+
+
+class AccumBenchmark(Benchmark[AccumConfig]):
+    name = "accum"
+    config_type = AccumConfig
+    case_target = "llmbench.benches.accum:run_case"
+
+    def resolve(self, config: AccumConfig, hw: HardwareInfo) -> AccumConfig:
+        for m in config.micro or []:
+            if config.batch % m:
+                raise UsageError(f"--micro {m} does not divide --batch {config.batch}")
+        return config.model_copy(update={"device": resolve_device(config, hw),
+                                         "micro": config.micro or default_micro(config.batch)})
+
+    def plan(self, config: AccumConfig, ctx: PlanContext) -> list[CasePlan]:
+        return [CasePlan(name=f"{m}x{config.batch // m}",
+                         params=case_params(config, micro=m, steps=config.batch // m),
+                         run_args=run_args(config))
+                for m in config.micro]
+
+    def summarize(self, config: AccumConfig, cases: list[CaseResult],
+                  ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
+        whole = next((c for c in cases if c.ok and c.params["steps"] == 1), None)
+        out = []
+        for case in cases:
+            metrics = dict(case.metrics)
+            if case.ok and whole is not None:
+                base = whole.metrics["peak_memory_bytes"]
+                if base:
+                    metrics["peak_saved_pct"] = 100.0 * (1 - metrics["peak_memory_bytes"] / base)
+                if whole.time() and case.time():
+                    metrics["slowdown_vs_whole_x"] = case.time().median / whole.time().median
+            out.append(case.model_copy(update={"metrics": metrics}))
+        return out, {"effective_batch": config.batch}
+
+
+# ------------------------------------------------------------------ one case, in the child
+
+
+def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from llmbench.core.memory import measure_peak
+    from llmbench.core.timing import measure
+    from llmbench.train.case import setup
+    from llmbench.train.loop import gradients, lm_loss, train_step
+
+    p = payload["params"]
+    s = setup(payload)
+    tokens, steps = s.batches[0], p["steps"]
+    optimizer = torch.optim.AdamW(s.model.parameters(), lr=s.lr)
+
+    def step() -> object:
+        return train_step(s.model, optimizer, tokens, micro_batches=steps)
+
+    step()  # warm-up
+    _, peak = measure_peak(step, device=s.device)
+    stats = measure(step, device=s.device, policy=s.timing)
+
+    # The gradient check, at the current weights: accumulated vs the whole batch at once.
+    s.model.zero_grad(set_to_none=True)
+    for part in tokens.chunk(steps, dim=0):
+        (lm_loss(s.model, part) / steps).backward()
+    accumulated = gradients(s.model)
+    s.model.zero_grad(set_to_none=True)
+    lm_loss(s.model, tokens).backward()
+    whole = gradients(s.model)
+    diff = max(float((a - w).abs().max()) for a, w in zip(accumulated, whole, strict=True))
+    scale = max(float(w.abs().max()) for w in whole)
+    return {
+        "time_ms": stats.model_dump(),
+        "tokens_per_s": s.tokens_per_step / (stats.median / 1e3),
+        "peak_memory_bytes": peak.peak_bytes,
+        "grad_max_abs_error": diff,
+        "grad_rel_error": diff / scale if scale else 0.0,
+    }

@@ -1,0 +1,210 @@
+"""`llmbench amp`: AMP vs FP32 on real training steps of the built-in model.
+
+Variants: fp32; fp16 autocast with torch.amp.GradScaler (dynamic loss scaling); bf16 autocast
+without a scaler. Each trains the same model from the same seed on the same batches for
+`steps` steps with AdamW, timing every step after three warm-up steps (step 1 is measured for
+peak memory, step 2 for activation memory). Across variants: the final loss against fp32's.
+
+`demo="underflow"` adds a case that shows fp16 gradient underflow on the model's own
+gradients: the share of gradient elements that are non-zero in fp32 but zero after an fp16
+autocast backward pass, without loss scaling and with the scaler's scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.core.errors import UsageError
+from llmbench.core.hardware import HardwareInfo, dtype_unsupported
+from llmbench.core.results import CaseResult
+
+Variant = Literal["fp32", "fp16", "bf16"]
+VARIANTS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+WARMUP_STEPS = 3
+
+
+class AmpConfig(TrainingConfig):
+    variants: list[Variant] | None = Field(None, description="None: every one the device has")
+    steps: int = Field(50, ge=WARMUP_STEPS + 2)
+    loss_tolerance: float = Field(0.05, gt=0, description="|final loss - fp32's| allowed, nats")
+    demo: Literal["underflow"] | None = None
+
+
+def variant_unsupported(device: str, variant: str, hw: HardwareInfo) -> str | None:
+    if variant == "fp32":
+        return None
+    why = dtype_unsupported(device, variant, hw)
+    if why:
+        return why
+    import torch
+
+    kind = "cuda" if device == "cuda" else "cpu"
+    try:
+        with torch.autocast(device_type=kind, dtype={"fp16": torch.float16,
+                                                     "bf16": torch.bfloat16}[variant]):
+            pass
+        if variant == "fp16":
+            torch.amp.GradScaler(kind)
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        return f"torch {torch.__version__} has no {variant} autocast on {kind}: {exc}"
+    return None
+
+
+class AmpBenchmark(Benchmark[AmpConfig]):
+    name = "amp"
+    config_type = AmpConfig
+    case_target = "llmbench.benches.amp:run_case"
+
+    def resolve(self, config: AmpConfig, hw: HardwareInfo) -> AmpConfig:
+        device = resolve_device(config, hw)
+        for v in config.variants or []:
+            why = variant_unsupported(device, v, hw)
+            if why:
+                raise UsageError(f"--variants {v}: {why}")
+        if config.demo and variant_unsupported(device, "fp16", hw):
+            raise UsageError(f"--demo underflow needs fp16: "
+                             f"{variant_unsupported(device, 'fp16', hw)}")
+        return config.model_copy(update={"device": device})
+
+    def plan(self, config: AmpConfig, ctx: PlanContext) -> list[CasePlan]:
+        plans = []
+        for v in config.variants or VARIANTS:
+            label = "fp16+scaler" if v == "fp16" else v
+            plans.append(CasePlan(
+                name=label, params=case_params(config, variant=v, steps=config.steps),
+                run_args=run_args(config),
+                unavailable=variant_unsupported(config.device, v, ctx.hw)))
+        if config.demo == "underflow":
+            plans.append(CasePlan(name="underflow-demo",
+                                  params=case_params(config, variant="underflow-demo"),
+                                  run_args=run_args(config)))
+        return plans
+
+    def summarize(self, config: AmpConfig, cases: list[CaseResult],
+                  ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
+        fp32 = next((c for c in cases if c.ok and c.params["variant"] == "fp32"), None)
+        parity: dict[str, Any] = {}
+        out = []
+        for case in cases:
+            metrics = dict(case.metrics)
+            if case.ok and fp32 is not None and "final_loss" in metrics:
+                diff = metrics["final_loss"] - fp32.metrics["final_loss"]
+                metrics["loss_diff_vs_fp32"] = diff
+                act, base = metrics.get("activation_memory_bytes"), \
+                    fp32.metrics.get("activation_memory_bytes")
+                if act and base:
+                    metrics["activation_saved_pct"] = 100.0 * (1 - act / base)
+                parity[case.name] = {"loss_diff": diff,
+                                     "within_tolerance": abs(diff) <= config.loss_tolerance}
+            out.append(case.model_copy(update={"metrics": metrics}))
+        return out, {"loss_tolerance": config.loss_tolerance, "parity": parity,
+                     "warmup_steps": WARMUP_STEPS}
+
+
+# ------------------------------------------------------------------ one case, in the child
+
+
+def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    if payload["params"]["variant"] == "underflow-demo":
+        return _underflow_demo(payload)
+    from llmbench.core.memory import HeldMemory, measure_peak
+    from llmbench.core.timing import TimeStats, stopwatch
+    from llmbench.train.case import setup
+    from llmbench.train.loop import Precision, train_step
+
+    p = payload["params"]
+    s = setup(payload, batches=p["steps"])
+    precision = Precision(p["variant"], s.device)
+    scaler = precision.scaler()
+    import torch
+
+    optimizer = torch.optim.AdamW(s.model.parameters(), lr=s.lr)
+    clock = stopwatch(s.device)
+    held = HeldMemory(s.device)
+    losses, scales, skipped_at, samples = [], [], [], []
+    peak = activation = None
+    for i, tokens in enumerate(s.batches):
+        if i == 1:
+            result, mem = measure_peak(
+                lambda t=tokens: train_step(s.model, optimizer, t, precision=precision,
+                                            scaler=scaler), device=s.device)
+            peak = mem.peak_bytes
+        elif i == 2:
+            # Activation memory: what the forward pass leaves for the backward pass. Gradients
+            # are freed first, so that freeing them does not offset the baseline.
+            optimizer.zero_grad(set_to_none=True)
+            held.start()
+            seen: list[int] = []
+            result = train_step(s.model, optimizer, tokens, precision=precision, scaler=scaler,
+                                on_forward=lambda out=seen: out.append(held.read()))
+            activation = seen[0]
+        else:
+            clock.start()
+            result = train_step(s.model, optimizer, tokens, precision=precision, scaler=scaler)
+            elapsed = clock.stop_ms()
+            if i >= WARMUP_STEPS:
+                samples.append(elapsed)
+        losses.append(result.loss)
+        if result.scale is not None:
+            scales.append(result.scale)
+        if result.skipped:
+            skipped_at.append(i)
+    stats = TimeStats.from_samples(samples)
+    metrics: dict[str, Any] = {
+        "time_ms": stats.model_dump(),
+        "tokens_per_s": s.tokens_per_step / (stats.median / 1e3),
+        "peak_memory_bytes": peak,
+        "activation_memory_bytes": activation,
+        "final_loss": losses[-1],
+        "first_loss": losses[0],
+        "loss_curve": losses,
+        "skipped_steps": len(skipped_at),
+    }
+    if scaler is not None:
+        metrics["scale_trace"] = scales
+        metrics["final_scale"] = float(scaler.get_scale())
+        if skipped_at:
+            metrics["skip_reason"] = (
+                f"inf/NaN gradients: the scaler skipped the update and halved the scale at "
+                f"step(s) {', '.join(map(str, skipped_at[:10]))}"
+                + (" ..." if len(skipped_at) > 10 else ""))
+    return metrics
+
+
+def _underflow_demo(payload: dict[str, Any]) -> dict[str, Any]:
+    """Zeroed gradient elements: fp16 autocast backward without and with loss scaling."""
+    import torch
+
+    from llmbench.train.case import setup
+    from llmbench.train.loop import Precision, forward_loss
+
+    s = setup(payload)
+    tokens = s.batches[0]
+    fp16 = Precision("fp16", s.device)
+
+    def grads(precision: Precision | None, scale: float = 1.0) -> list[torch.Tensor]:
+        s.model.zero_grad(set_to_none=True)
+        (forward_loss(s.model, tokens, precision) * scale).backward()
+        return [p.grad.detach().float() / scale for p in s.model.parameters()]
+
+    ref = torch.cat([g.flatten() for g in grads(None)])
+    nonzero = ref != 0
+    scale = float(fp16.scaler().get_scale())
+    out: dict[str, Any] = {"loss_scale": scale, "gradient_elements": int(ref.numel()),
+                           "nonzero_fp32_elements": int(nonzero.sum())}
+    for label, factor in (("unscaled", 1.0), ("scaled", scale)):
+        g = torch.cat([x.flatten() for x in grads(fp16, factor)])
+        lost = (g == 0) & nonzero
+        out[f"zeroed_fraction_{label}"] = float(lost.sum()) / max(1, int(nonzero.sum()))
+        out[f"nonfinite_{label}"] = int((~torch.isfinite(g)).sum())
+    tiny = torch.finfo(torch.float16)
+    mags = ref[nonzero].abs()
+    out["below_fp16_subnormal_fraction"] = float((mags < tiny.smallest_normal * tiny.eps)
+                                                 .float().mean())
+    out["below_fp16_normal_fraction"] = float((mags < tiny.smallest_normal).float().mean())
+    out["median_abs_gradient"] = float(mags.median())
+    return out

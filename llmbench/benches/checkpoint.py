@@ -1,0 +1,175 @@
+"""`llmbench checkpoint`: what activation checkpointing saves and what it costs.
+
+Policies (llmbench.train.checkpointing): none, every layer, every k-th layer, sqrt(L)-layer
+segments. Per policy and depth: activation memory (held between forward and backward), peak
+memory of a whole step, step time; against `none`: overhead % and memory saved %.
+
+Over a sweep of three or more depths, the exponent k of activation memory ~ c + a * L^k per
+policy (none ~1, sqrt ~0.5). c, the memory that does not grow with depth (embedding output,
+logits, loss), is measured, not fitted: a one-layer model with that layer checkpointed holds c
+plus one layer input, whose size (batch x seq x width x 4 bytes) is known exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.core.fit import power_law_exponent
+from llmbench.core.hardware import HardwareInfo
+from llmbench.core.results import CaseResult
+from llmbench.train.checkpointing import POLICIES, segments
+
+
+class CheckpointConfig(TrainingConfig):
+    model: str = "mini"
+    batch: int = Field(4, gt=0)
+    seq: int = Field(256, gt=1)
+    layers: list[int] = Field(default_factory=lambda: [16], min_length=1)
+    policies: list[str] | None = Field(None, description="None: all of them")
+    every: int = Field(2, ge=1, description="k of the every-k policy")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError(f"layers must be at least 1, got {min(v)}")
+        return sorted(set(v))
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: list[str] | None) -> list[str] | None:
+        for p in v or []:
+            if p not in POLICIES:
+                raise ValueError(f"unknown policy {p!r} (choose from {', '.join(POLICIES)})")
+        return list(dict.fromkeys(v)) if v else None
+
+
+def policy_label(policy: str, every: int) -> str:
+    return f"every-{every}" if policy == "every-k" else policy
+
+
+class CheckpointBenchmark(Benchmark[CheckpointConfig]):
+    name = "checkpoint"
+    config_type = CheckpointConfig
+    case_target = "llmbench.benches.checkpoint:run_case"
+
+    def resolve(self, config: CheckpointConfig, hw: HardwareInfo) -> CheckpointConfig:
+        return config.model_copy(update={"device": resolve_device(config, hw)})
+
+    def plan(self, config: CheckpointConfig, ctx: PlanContext) -> list[CasePlan]:
+        plans = []
+        if len(config.layers) >= 3:
+            plans.append(CasePlan(
+                name="depth-independent/layers=1",
+                params=case_params(config, policy="depth-independent", layers=1,
+                                   segments=[[0, 1]]),
+                run_args=run_args(config)))
+        for n_layers in config.layers:
+            for policy in config.policies or POLICIES:
+                segs = segments(policy, n_layers, config.every)
+                label = policy_label(policy, config.every)
+                plans.append(CasePlan(
+                    name=f"{label}/layers={n_layers}",
+                    params=case_params(config, policy=label, layers=n_layers,
+                                       segments=[list(s) for s in segs]),
+                    run_args=run_args(config)))
+        return plans
+
+    def summarize(self, config: CheckpointConfig, cases: list[CaseResult],
+                  ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
+        none = {c.params["layers"]: c for c in cases if c.ok and c.params["policy"] == "none"}
+        out = []
+        for case in cases:
+            metrics = dict(case.metrics)
+            base = none.get(case.params["layers"])
+            if case.ok and base is not None:
+                if case.time() and base.time():
+                    metrics["overhead_pct"] = 100.0 * (case.time().median / base.time().median
+                                                       - 1)
+                for key, name in (("activation_memory_bytes", "activation_saved_pct"),
+                                  ("peak_memory_bytes", "peak_saved_pct")):
+                    if metrics.get(key) and base.metrics.get(key):
+                        metrics[name] = 100.0 * (1 - metrics[key] / base.metrics[key])
+            out.append(case.model_copy(update={"metrics": metrics}))
+        return out, {"activation_fit": _fits(config, out)}
+
+
+def _fits(config: CheckpointConfig, cases: list[CaseResult]) -> dict[str, Any]:
+    """Per policy: the exponent of activation memory in depth, with and without removing the
+    measured depth-independent part."""
+    ref = next((c for c in cases if c.ok and c.params["policy"] == "depth-independent"), None)
+    constant = None
+    if ref is not None:
+        from llmbench.models.sizes import SIZES
+
+        layer_input = config.batch * config.seq * SIZES[config.model]["dim"] * 4
+        constant = max(0, ref.metrics["activation_memory_bytes"] - layer_input)
+    fits: dict[str, Any] = {}
+    for policy in dict.fromkeys(c.params["policy"] for c in cases):
+        cs = sorted((c for c in cases if c.ok and c.params["policy"] == policy),
+                    key=lambda c: c.params["layers"])
+        if policy == "depth-independent" or len(cs) < 2:
+            continue
+        xs = [float(c.params["layers"]) for c in cs]
+        ys = [float(c.metrics["activation_memory_bytes"]) for c in cs]
+        fits[policy] = {
+            "layers": [int(x) for x in xs],
+            "exponent": power_law_exponent(xs, [y - constant for y in ys])
+            if constant is not None else None,
+            "exponent_raw": power_law_exponent(xs, ys),
+            "depth_independent_bytes": constant,
+        }
+    return fits
+
+
+# ------------------------------------------------------------------ one case, in the child
+
+
+def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from llmbench.core.memory import HeldMemory, measure_peak
+    from llmbench.core.timing import measure
+    from llmbench.train.case import setup
+    from llmbench.train.loop import lm_loss, train_step
+
+    p = payload["params"]
+    s = setup(payload, n_layers=p["layers"])
+    s.model.set_checkpointing([tuple(seg) for seg in p["segments"]])
+    optimizer = torch.optim.AdamW(s.model.parameters(), lr=s.lr)
+    tokens = s.batches[0]
+
+    def step() -> object:
+        return train_step(s.model, optimizer, tokens)
+
+    for _ in range(2):  # warm-up: checkpointing's first call allocates more than later ones
+        step()
+    held = HeldMemory(s.device)
+    seen: list[int] = []
+    optimizer.zero_grad(set_to_none=True)  # freeing gradients must not offset the baseline
+    held.start()
+    train_step(s.model, optimizer, tokens, on_forward=lambda: seen.append(held.read()))
+    _, peak = measure_peak(step, device=s.device)
+
+    # The activation high-water mark of forward + backward, recomputation included: gradients
+    # stay allocated (zeroed in place), and the optimizer does not run.
+    optimizer.zero_grad(set_to_none=False)
+
+    def forward_backward() -> None:
+        lm_loss(s.model, tokens).backward()
+
+    _, act_peak = measure_peak(forward_backward, device=s.device)
+    stats = measure(step, device=s.device, policy=s.timing)
+    return {
+        "time_ms": stats.model_dump(),
+        "tokens_per_s": s.tokens_per_step / (stats.median / 1e3),
+        "activation_memory_bytes": seen[0],
+        "activation_peak_bytes": act_peak.peak_bytes,
+        "peak_memory_bytes": peak.peak_bytes,
+        "checkpointed_layers": sum(b - a for a, b in p["segments"]),
+        "segments": len(p["segments"]),
+    }

@@ -1,0 +1,3 @@
+"""What the training benchmarks share: data, the training step, optimizers, schedules,
+checkpointing policies (and, later, the alignment losses). Modules import torch; this package
+file does not."""

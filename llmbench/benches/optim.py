@@ -114,10 +114,6 @@ class OptimBenchmark(Benchmark[OptimConfig]):
             why = dtype_unsupported(device, half, hw)
             if why:
                 raise UsageError(f"--precision {config.precision}: {why}")
-        for name in config.optimizers or []:
-            why = optim_registry.get(name).unavailable()
-            if why and config.model in SIZES:
-                raise UsageError(f"--optimizers {name}: {why}")
         if config.compare_decay and config.model not in SIZES:
             raise UsageError("--compare-decay trains a built-in size: use --model "
                              f"{' / '.join(SIZES)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench.benches.base import Benchmark, CasePlan, PlanContext
 from llmbench.core.hardware import HardwareInfo
@@ -26,7 +26,15 @@ _TORCH_NAMES = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16":
 class PrecisionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    formats: list[str] = Field(default_factory=lambda: list(FORMATS))
+    formats: list[str] = Field(default_factory=lambda: list(FORMATS), min_length=1)
+
+    @field_validator("formats")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for f in v:
+            if f not in FORMATS:
+                raise ValueError(f"unknown format {f!r} (choose from {', '.join(FORMATS)})")
+        return list(dict.fromkeys(v))
 
 
 class PrecisionBenchmark(Benchmark[PrecisionConfig]):

@@ -197,3 +197,71 @@ def test_flags_are_pinned():
         "--seq", "--batch", "--dtype", "--memory", "--measure", "--no-measure", "--measure-seq",
         "--measure-layers", "--impl", "--device", "--seed", "--max-time", "--profile",
         "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet", "-q"])
+
+
+TRAINING_COMMON = ["--model", "--batch", "--seq", "--lr", "--device", "--seed", "--max-time",
+                   "--profile", "--timeout", "--isolate", "--no-isolate", "--json", "--format",
+                   "--quiet", "-q"]
+
+
+def test_training_flags_are_pinned():
+    assert _flags("amp") == sorted(TRAINING_COMMON + [
+        "--variants", "--steps", "--loss-tolerance", "--demo"])
+    assert _flags("checkpoint") == sorted(TRAINING_COMMON + ["--layers", "--policies",
+                                                             "--every"])
+    assert _flags("optim") == sorted(TRAINING_COMMON + [
+        "--optimizers", "--precision", "--compare-decay", "--weight-decay", "--decay-steps"])
+    assert _flags("accum") == sorted(TRAINING_COMMON + ["--micro"])
+    assert _flags("precision") == sorted(["--formats", "--json", "--format"])
+    assert _flags("schedule") == sorted([
+        "--kinds", "--lr", "--total", "--warmup", "--min-lr-ratio", "--num-cycles", "--at",
+        "--json", "--format"])
+
+
+TRAINING_BAD = [
+    (["optim", "--optimizers", "rmsprop"], "--optimizers: unknown optimizer 'rmsprop'"),
+    (["optim", "--model", "13q"], "--model: unknown model '13q'"),
+    (["optim", "--precision", "fp8"], "'fp8' is not one of"),
+    (["checkpoint", "--every", "0"], "--every: Input should be greater than or equal to 1"),
+    (["checkpoint", "--policies", "half"], "--policies: unknown policy 'half'"),
+    (["checkpoint", "--layers", "0"], "--layers must be positive"),
+    (["amp", "--variants", "fp8"], "--variants"),
+    (["amp", "--steps", "2"], "--steps: Input should be greater than or equal to 5"),
+    (["amp", "--model", "huge"], "--model: unknown model size 'huge'"),
+    (["accum", "--batch", "32", "--micro", "5"], "--micro 5 does not divide --batch 32"),
+    (["schedule", "--warmup", "2000"], "--warmup: warmup 2000 is longer than total 1000"),
+    (["schedule", "--kinds", "step"], "--kinds: unknown schedule 'step'"),
+    (["schedule", "--min-lr-ratio", "2"], "--min-lr-ratio"),
+    (["schedule", "--at", "x"], "--at: 'x' is not an integer"),
+    (["precision", "--formats", "fp4"], "--formats: unknown format 'fp4'"),
+]
+
+
+@pytest.mark.parametrize("args, message", TRAINING_BAD)
+def test_training_bad_input(args, message):
+    proc = run_cli(*args, "--format", "json", timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llmbench: error: "), proc.stderr
+    assert message in lines[0]
+
+
+def test_schedule_and_precision_json():
+    proc = run_cli("schedule", "--total", "100", "--warmup", "10", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    curve = doc["cases"][0]["metrics"]["lr_curve"]
+    assert len(curve) == 101 and curve[10] == pytest.approx(3e-4)
+    table = run_cli("schedule", "--kinds", "cosine,linear", "--at", "0,50,100", "--total", "100",
+                    "--warmup", "10")
+    assert "cosine lr" in table.stdout and "linear lr" in table.stdout and "│" in table.stdout
+    proc = run_cli("precision", "--formats", "fp16,bf16", "--format", "json")
+    names = [c["name"] for c in json.loads(proc.stdout)["cases"]]
+    assert names == ["fp16", "bf16"]
+
+
+def test_optim_analytic_table_for_a_preset():
+    proc = run_cli("optim", "--model", "llama-3-8b")
+    assert proc.returncode == 0, proc.stderr
+    assert "8,030,261,248 parameters" in proc.stdout
+    assert "16 B/param" in proc.stdout

@@ -212,10 +212,10 @@ def test_training_flags_are_pinned():
     assert _flags("optim") == sorted(TRAINING_COMMON + [
         "--optimizers", "--precision", "--compare-decay", "--weight-decay", "--decay-steps"])
     assert _flags("accum") == sorted(TRAINING_COMMON + ["--micro"])
-    assert _flags("precision") == sorted(["--formats", "--json", "--format"])
+    assert _flags("precision") == sorted(["--formats", "--json", "--format", "--quiet", "-q"])
     assert _flags("schedule") == sorted([
         "--kinds", "--lr", "--total", "--warmup", "--min-lr-ratio", "--num-cycles", "--at",
-        "--json", "--format"])
+        "--json", "--format", "--quiet", "-q"])
 
 
 TRAINING_BAD = [

@@ -9,6 +9,7 @@ import typer
 from llmbench.cli.common import (
     FormatOption,
     JsonOption,
+    QuietOption,
     build_config,
     run_and_emit,
     split_list,
@@ -21,6 +22,7 @@ def precision(
         help="fp64, fp32, fp16, bf16 and the float8 types torch has. [default: all]")] = None,
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
+    quiet: QuietOption = False,
 ) -> None:
     """Floating-point formats: bits, range, smallest normal and subnormal, epsilon, digits.
 
@@ -29,7 +31,7 @@ def precision(
     from llmbench.benches.precision import PrecisionConfig
 
     cfg = build_config(PrecisionConfig, formats=split_list(formats))
-    run_and_emit("precision", cfg, json_path=json_path, fmt=fmt, quiet=True, profile=None,
+    run_and_emit("precision", cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=None,
                  timeout=60, isolate=False)
 
 
@@ -47,6 +49,7 @@ def schedule(
         "end]")] = None,
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
+    quiet: QuietOption = False,
 ) -> None:
     """Learning-rate schedules: lr at chosen steps, a terminal chart, the whole curve in JSON.
 
@@ -58,5 +61,5 @@ def schedule(
     cfg = build_config(ScheduleConfig, kinds=split_list(kinds) or ["cosine"], lr=lr,
                        total=total, warmup=warmup, min_lr_ratio=min_lr_ratio,
                        num_cycles=num_cycles, at=parse_int_list(at, what="--at") if at else None)
-    run_and_emit("schedule", cfg, json_path=json_path, fmt=fmt, quiet=True, profile=None,
+    run_and_emit("schedule", cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=None,
                  timeout=60, isolate=False)

@@ -54,3 +54,11 @@ def huge_allocation(payload):
 
 def unpicklable(payload):
     return lambda: None
+
+
+def reports_progress(payload):
+    from llmbench.core import progress
+
+    for step in range(3):
+        progress.report(step=step, total=3, loss=1.0 / (step + 1))
+    return "done"

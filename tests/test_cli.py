@@ -180,7 +180,8 @@ def test_ctrl_c_keeps_finished_cases(tmp_path):
 
 def _flags(name):
     command = typer.main.get_command(app).commands[name]
-    return sorted(opt for p in command.params for opt in p.opts + p.secondary_opts)
+    return sorted(opt for p in command.params for opt in p.opts + p.secondary_opts
+                  if opt.startswith("-"))
 
 
 def test_flags_are_pinned():
@@ -265,3 +266,38 @@ def test_optim_analytic_table_for_a_preset():
     assert proc.returncode == 0, proc.stderr
     assert "8,030,261,248 parameters" in proc.stdout
     assert "16 B/param" in proc.stdout
+
+
+def test_align_flags_are_pinned():
+    assert _flags("align") == sorted([
+        "--task", "--data", "--model", "--sft-steps", "--steps", "--batch", "--lr", "--beta",
+        "--loss-type", "--label-smoothing", "--precompute-ref", "--reward-model",
+        "--temperature", "--kl-coef", "--kl-estimator", "--ppo-epochs", "--eval-samples",
+        "--device", "--seed", "--profile", "--timeout", "--isolate", "--no-isolate", "--json",
+        "--format", "--quiet", "-q"])
+
+
+ALIGN_BAD = [
+    (["align", "dpo", "--steps", "0"], "--steps: Input should be greater than 0"),
+    (["align", "dpo", "--beta", "0"], "--beta: Input should be greater than 0"),
+    (["align", "dpo", "--loss-type", "nope"], "'nope' is not one of"),
+    (["align", "dpo", "--task", "odd"], "'odd' is not one of"),
+    (["align", "grpo"], "'grpo' is not one of"),
+    (["align", "dpo", "--data", "/nonexistent/prefs.jsonl"], "no such data file"),
+]
+
+
+@pytest.mark.parametrize("args, message", ALIGN_BAD)
+def test_align_bad_input(args, message):
+    proc = run_cli(*args, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_align_malformed_data_names_the_line(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a"}\n')
+    proc = run_cli("align", "dpo", "--data", str(path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"llmbench: error: {path}:2: missing 'chosen'"

@@ -92,3 +92,14 @@ def test_classify_exception():
     assert classify_exception(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))[0] \
         == "oom"
     assert classify_exception(KeyError("k")) == ("error", "KeyError: 'k'")
+
+
+def test_progress_reaches_the_parent_from_a_child_and_inline():
+    for run in (lambda cb: run_isolated(f"{T}:reports_progress", None, timeout_s=60,
+                                        on_progress=cb),
+                lambda cb: run_inline(f"{T}:reports_progress", None, on_progress=cb)):
+        seen = []
+        out = run(seen.append)
+        assert out.status == "ok" and out.value == "done"
+        assert [e["step"] for e in seen] == [0, 1, 2]
+        assert seen[-1]["loss"] == pytest.approx(1 / 3)

@@ -14,6 +14,7 @@ _REGISTRY = {
     "checkpoint": "llmbench.benches.checkpoint:CheckpointBenchmark",
     "optim": "llmbench.benches.optim:OptimBenchmark",
     "accum": "llmbench.benches.accum:AccumBenchmark",
+    "align": "llmbench.benches.align:AlignBenchmark",
     "precision": "llmbench.benches.precision:PrecisionBenchmark",
     "schedule": "llmbench.benches.schedule:ScheduleBenchmark",
 }

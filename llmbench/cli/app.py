@@ -10,6 +10,7 @@ import typer
 from typer._click.exceptions import ClickException
 
 from llmbench import __version__
+from llmbench.cli.align import align
 from llmbench.cli.attention import attention
 from llmbench.cli.env import env
 from llmbench.cli.formats import precision, schedule
@@ -55,6 +56,7 @@ app.command(name="amp")(amp)
 app.command(name="checkpoint")(checkpoint)
 app.command(name="optim")(optim)
 app.command(name="accum")(accum)
+app.command(name="align")(align)
 app.command(name="precision")(precision)
 app.command(name="schedule")(schedule)
 app.command(name="schema")(schema)

@@ -101,6 +101,21 @@ class ConsoleProgress:
         if self._progress is not None:
             self._progress.update(self._task, description=plan.name)
 
+    def case_progress(self, plan: Any, fields: dict[str, Any]) -> None:
+        """Live figures from inside the case: `step`/`total` and any of `loss` and the like."""
+        if self._progress is None:
+            return
+        parts = [plan.name]
+        if "step" in fields:
+            parts.append(f"step {fields['step']}" + (f"/{fields['total']}" if "total" in fields
+                                                     else ""))
+        if "stage" in fields:
+            parts.append(str(fields["stage"]))
+        for key, value in fields.items():
+            if key not in ("step", "total", "stage") and isinstance(value, (int, float)):
+                parts.append(f"{key} {value:.4g}")
+        self._progress.update(self._task, description=" · ".join(parts))
+
     def case_finished(self, result: Any) -> None:
         self.done += 1
         if self._progress is not None:

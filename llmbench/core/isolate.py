@@ -23,10 +23,12 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from llmbench.core import progress
 from llmbench.core.errors import CaseSkipped, CaseUnavailable, one_line
 
 Status = Literal["ok", "oom", "skipped", "unavailable", "error"]
@@ -76,11 +78,13 @@ def classify_exception(exc: BaseException) -> tuple[Status, str]:
     return "error", one_line(f"{name}: {text}") or name
 
 
-def run_inline(target: str, payload: Any) -> Outcome:
+def run_inline(target: str, payload: Any,
+               on_progress: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
     """The same contract as `run_isolated`, in this process (no time limit, no crash safety)."""
     t0 = time.perf_counter()
     try:
-        value = resolve(target)(payload)
+        with progress.callback(on_progress):
+            value = resolve(target)(payload)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
@@ -162,25 +166,42 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _read_until_eof(fd: int, deadline: float) -> bytes | None:
+def _read_until_eof(fd: int, deadline: float, progress_fd: int | None = None,
+                    on_progress: Callable[[dict[str, Any]], None] | None = None
+                    ) -> bytes | None:
     """Read the child's result pipe until EOF (the child exited or closed it), or None on
-    time-out. select() sleeps in the kernel: no busy-waiting."""
+    time-out, passing progress lines to `on_progress` meanwhile. select() sleeps in the
+    kernel: no busy-waiting."""
     chunks = []
+    pending = b""
+    watched = [fd] + ([progress_fd] if progress_fd is not None else [])
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        ready, _, _ = select.select([fd], [], [], remaining)
+        ready, _, _ = select.select(watched, [], [], remaining)
         if not ready:
             return None
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+        if progress_fd is not None and progress_fd in ready:
+            data = os.read(progress_fd, 1 << 16)
+            if not data:
+                watched.remove(progress_fd)
+                progress_fd = None
+            else:
+                events, pending = progress.parse_lines(pending + data)
+                for event in events:
+                    if on_progress is not None:
+                        on_progress(event)
+        if fd in ready:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(progress_fd: int) -> dict[str, str]:
     env = dict(os.environ)
+    env[progress.ENV] = str(progress_fd)
     # The child imports what the parent can: llmbench itself, and the case's module.
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     root = str(Path(__file__).resolve().parents[2])
@@ -189,9 +210,11 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_isolated(target: str, payload: Any, *, timeout_s: float) -> Outcome:
+def run_isolated(target: str, payload: Any, *, timeout_s: float,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
     """Run `target(payload)` in a fresh Python process; never raises but for KeyboardInterrupt."""
     read_fd, write_fd = os.pipe()
+    progress_read, progress_write = os.pipe()
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
         prefix="llmbench-case-", suffix=".log", delete=False)
     oom_before = _cgroup_oom_kills()
@@ -200,16 +223,18 @@ def run_isolated(target: str, payload: Any, *, timeout_s: float) -> Outcome:
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llmbench.core.isolate", str(write_fd)],
-            stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,),
-            env=_child_env(), close_fds=True)
+            stdin=subprocess.PIPE, stdout=log, stderr=log,
+            pass_fds=(write_fd, progress_write), env=_child_env(progress_write), close_fds=True)
         os.close(write_fd)
         write_fd = -1
+        os.close(progress_write)
+        progress_write = -1
         try:
             proc.stdin.write(pickle.dumps((target, payload)))
             proc.stdin.close()
         except BrokenPipeError:
             pass  # the child died at once; its exit status says why
-        data = _read_until_eof(read_fd, t0 + timeout_s)
+        data = _read_until_eof(read_fd, t0 + timeout_s, progress_read, on_progress)
         if data is None:
             _stop(proc)
             return Outcome("error", reason=f"timed out after {timeout_s:g} s (killed)",
@@ -231,9 +256,9 @@ def run_isolated(target: str, payload: Any, *, timeout_s: float) -> Outcome:
             _stop(proc)
         raise
     finally:
-        os.close(read_fd)
-        if write_fd >= 0:
-            os.close(write_fd)
+        for fd in (read_fd, progress_read, write_fd, progress_write):
+            if fd >= 0:
+                os.close(fd)
         log.close()
         try:
             os.unlink(log.name)

@@ -169,7 +169,8 @@ def load_document(path: str | Path) -> ResultDocument:
 # Direction of each metric, read from its name (DESIGN.md): lower or higher is better, or None
 # for figures that are information only and never gate a build.
 _LOWER_SUFFIXES = ("_ms", "_s", "_bytes", "_error", "overhead_pct", "loss")
-_HIGHER_SUFFIXES = ("_tflops", "_per_s", "accuracy", "_x", "utilization_pct", "saved_pct")
+_HIGHER_SUFFIXES = ("_tflops", "_per_s", "accuracy", "accuracies", "_x", "utilization_pct",
+                    "saved_pct")
 
 
 def metric_direction(name: str) -> Literal["lower", "higher"] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,7 @@ class RunOptions(BaseModel):
 class Progress(Protocol):
     def begin(self, total: int) -> None: ...
     def case_started(self, plan: CasePlan) -> None: ...
+    def case_progress(self, plan: CasePlan, fields: dict[str, Any]) -> None: ...
     def case_finished(self, result: CaseResult) -> None: ...
     def end(self) -> None: ...
 
@@ -78,7 +80,8 @@ def _result(plan: CasePlan, outcome: Outcome) -> CaseResult:
                       reason=outcome.reason, metrics=metrics)
 
 
-def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str) -> CaseResult:
+def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
+             on_progress: Callable[[dict[str, Any]], None] | None = None) -> CaseResult:
     if plan.unavailable:
         return _result(plan, Outcome("unavailable", reason=plan.unavailable))
     if plan.required_memory_bytes:
@@ -89,9 +92,10 @@ def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str)
                 f"{format_bytes(free)} free on {device}")))
     payload = {"params": plan.params, **plan.run_args}
     if options.isolate and bench.isolated:
-        outcome = run_isolated(bench.case_target, payload, timeout_s=options.timeout_s)
+        outcome = run_isolated(bench.case_target, payload, timeout_s=options.timeout_s,
+                               on_progress=on_progress)
     else:
-        outcome = run_inline(bench.case_target, payload)
+        outcome = run_inline(bench.case_target, payload, on_progress=on_progress)
     return _result(plan, outcome)
 
 
@@ -121,7 +125,9 @@ def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | 
         for plan in plans:
             if progress:
                 progress.case_started(plan)
-            result = run_case(bench, plan, options, device)
+            on_progress = ((lambda fields, p=plan: progress.case_progress(p, fields))
+                           if progress else None)
+            result = run_case(bench, plan, options, device, on_progress)
             done.append(result)
             if progress:
                 progress.case_finished(result)

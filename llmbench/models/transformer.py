@@ -234,6 +234,12 @@ class Transformer(nn.Module):
                 start: int = 0) -> torch.Tensor:
         """tokens (batch, seq) -> logits (batch, seq, vocab). With `cache`, the tokens are at
         positions start..start+seq and their keys/values are written into it."""
+        return self.output(self.features(tokens, cache, start))
+
+    def features(self, tokens: torch.Tensor, cache: KVCache | None = None,
+                 start: int = 0) -> torch.Tensor:
+        """The final normalized hidden states (batch, seq, dim), what the output layer reads
+        (and what reward and value heads read)."""
         s = tokens.shape[1]
         if start + s > self.cfg.max_seq_len:
             raise ValueError(f"positions up to {start + s} exceed max_seq_len "
@@ -245,7 +251,7 @@ class Transformer(nn.Module):
         else:
             for i, layer in enumerate(self.layers):
                 h = layer(h, cos, sin, cache, i, start)
-        return self.output(self.norm(h))
+        return self.norm(h)
 
     def _checkpointed(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         covered = {i: seg for seg in self.checkpoint_segments for i in range(*seg)}

@@ -15,6 +15,7 @@ _RENDERERS = {
     "checkpoint": "llmbench.report.training:render_checkpoint",
     "optim": "llmbench.report.training:render_optim",
     "accum": "llmbench.report.training:render_accum",
+    "align": "llmbench.report.align:render",
     "precision": "llmbench.report.formats:render_precision",
     "schedule": "llmbench.report.formats:render_schedule",
 }

@@ -60,12 +60,12 @@ def reasons(cases: list[CaseResult], key: Callable[[CaseResult], str]) -> list[s
     return [f"[{STATUS_STYLE[s]}]{label}[/] {s}: {r}" for label, s, r in seen]
 
 
-def noisy_note(cases: list[CaseResult]) -> str | None:
+def noisy_note(cases: list[CaseResult], hint: str = " or raise --max-time") -> str | None:
     noisy = [c.name for c in cases if c.time() and c.time().noisy]
     if not noisy:
         return None
-    return (f"[yellow]⚠[/] IQR/median above 10 % in {len(noisy)} case(s): close other work or "
-            "raise --max-time for steadier figures")
+    return (f"[yellow]⚠[/] IQR/median above 10 % in {len(noisy)} case(s): close other "
+            f"work{hint} for steadier figures")
 
 
 def print_lines(console: Console, lines: list[str]) -> None:

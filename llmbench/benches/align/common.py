@@ -1,0 +1,204 @@
+"""What every alignment loop shares, on the child side: the run's context, the metric history
+(TRL's names), step timing, divergence checks, and the held-out evaluations."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from llmbench.core import progress
+from llmbench.core.timing import TimeStats, stopwatch
+from llmbench.models.transformer import Transformer
+from llmbench.train.policy import encode, generate, response_logps, responses_of
+from llmbench.train.prefs import DIGITS, Pair, PrefData, load_data, rule_score
+from llmbench.train.reference import sft_reference
+
+
+class Diverged(RuntimeError):  # noqa: N818 - reads as a status: "Diverged: at step 3 ..."
+    """The loss stopped being a finite number."""
+
+
+@dataclass
+class Run:
+    """One alignment run inside its case process."""
+
+    params: dict[str, Any]
+    device: str
+    data: PrefData
+    rng: random.Random
+    gen: torch.Generator
+    history: dict[str, list[float]] = field(default_factory=dict)
+    step_ms: list[float] = field(default_factory=list)
+    tokens_per_step: list[int] = field(default_factory=list)
+    clock: Any = None
+
+    @property
+    def dev(self) -> torch.device:
+        return torch.device("cuda:0" if self.device == "cuda" else "cpu")
+
+    def p(self, key: str) -> Any:
+        return self.params[key]
+
+    # ------------------------------------------------------------ the loop's bookkeeping
+
+    def start_step(self) -> None:
+        self.clock.start()
+
+    def end_step(self, tokens: int) -> None:
+        self.step_ms.append(self.clock.stop_ms())
+        self.tokens_per_step.append(tokens)
+
+    def log(self, step: int, total: int, **metrics: float) -> None:
+        """Record `metrics` at `step` in the history and show them live."""
+        self.history.setdefault("step", []).append(step)
+        for key, value in metrics.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach()
+            self.history.setdefault(key, []).append(float(value))
+        shown = {k: metrics[k] for k in ("loss", "objective/scores") if k in metrics}
+        progress.report(step=step, total=total, **shown)
+
+    def should_log(self, step: int, total: int) -> bool:
+        every = max(1, total // 25)
+        return step % every == 0 or step == total - 1
+
+    @staticmethod
+    def check(step: int, loss: torch.Tensor) -> None:
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise Diverged(f"at step {step} the loss is {value}: training stopped")
+
+    def timing_metrics(self) -> dict[str, Any]:
+        if not self.step_ms:
+            return {}
+        stats = TimeStats.from_samples(self.step_ms[1:] or self.step_ms)  # step 0 warms up
+        tokens = sum(self.tokens_per_step) / len(self.tokens_per_step)
+        return {"time_ms": stats.model_dump(), "tokens_per_s": tokens / (stats.median / 1e3)}
+
+    def sample_pairs(self, n: int) -> list[Pair]:
+        return [self.rng.choice(self.data.train) for _ in range(n)]
+
+
+def make_run(payload: dict[str, Any]) -> Run:
+    p = payload["params"]
+    torch.manual_seed(p["seed"])
+    data = load_data(task=p["task"], data=p["data"], train=p["train_pairs"],
+                     heldout=p["heldout_pairs"], seed=p["seed"])
+    run = Run(params=p, device=p["device"], data=data, rng=random.Random(f"run-{p['seed']}"),
+              gen=torch.Generator().manual_seed(p["seed"]))
+    run.clock = stopwatch(p["device"])
+    return run
+
+
+def reference_policy(run: Run) -> Transformer:
+    progress.report(stage="reference SFT")
+    model, cached = sft_reference(run.data, size=run.p("model"), seed=run.p("seed"),
+                                  steps=run.p("sft_steps"), batch=32, lr=1e-3,
+                                  device=run.device)
+    run.history["reference_from_cache"] = [float(cached)]
+    return model
+
+
+def pair_tensors(pairs: list[Pair], dev: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chosen tokens and mask, rejected tokens and mask."""
+    prompts = [p.prompt for p in pairs]
+    ct, cm = encode(prompts, [p.chosen for p in pairs], dev)
+    rt, rm = encode(prompts, [p.rejected for p in pairs], dev)
+    return ct, cm, rt, rm
+
+
+@torch.no_grad()
+def pair_logps(model: Transformer, pairs: list[Pair], dev: torch.device, *, average: bool,
+               chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of every pair's chosen and rejected response (sum or per-token mean)."""
+    was = model.training
+    model.eval()
+    chosen, rejected = [], []
+    for i in range(0, len(pairs), chunk):
+        ct, cm, rt, rm = pair_tensors(pairs[i:i + chunk], dev)
+        chosen.append(response_logps(model, ct, cm, average=average))
+        rejected.append(response_logps(model, rt, rm, average=average))
+    model.train(was)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def preference_eval(policy: Transformer, pairs: list[Pair], dev: torch.device,
+                    ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> dict[str, float]:
+    """Held-out preference accuracy: how often the policy gives the chosen response a higher
+    per-token log-probability than the rejected one; with the reference's (per-token)
+    log-probabilities, also DPO's implicit-reward accuracy (log pi/pi_ref higher for chosen)."""
+    pc, pr = pair_logps(policy, pairs, dev, average=True)
+    out = {"preference_accuracy": float((pc > pr).float().mean())}
+    if ref_logps is not None:
+        rc, rr = ref_logps
+        out["rewards/accuracies"] = float(((pc - rc) > (pr - rr)).float().mean())
+    return out
+
+
+def heldout_prompts(run: Run, n: int) -> torch.Tensor | None:
+    """Equal-length held-out prompts for sampling (the synthetic tasks' prompts all are)."""
+    if run.data.task is None:
+        return None
+    prompts = [p.prompt for p in run.data.heldout[:n]]
+    return torch.tensor([list(p) for p in prompts], device=run.dev)
+
+
+def rule_eval(run: Run, model: Transformer, *, n: int | None = None) -> dict[str, float]:
+    """Sample responses to held-out prompts; the share that satisfies the rule and the mean
+    rule score. Empty for a user's data (no rule)."""
+    prompts = heldout_prompts(run, n or run.p("eval_samples"))
+    if prompts is None:
+        return {}
+    rows, _ = generate(model, prompts, max_new=DIGITS + 1, temperature=run.p("temperature"),
+                       generator=run.gen)
+    responses = responses_of(rows, prompts.shape[1])
+    scores = [rule_score(run.data.task, bytes(p.tolist()), r)
+              for p, r in zip(prompts.cpu(), responses, strict=True)]
+    return {"rule_satisfaction": sum(s == 1.0 for s in scores) / len(scores),
+            "rule_score": sum(scores) / len(scores)}
+
+
+def heldout_rule_and_prefs(run: Run, model: Transformer,
+                           ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None
+                           ) -> dict[str, float]:
+    progress.report(stage="evaluating")
+    return {**preference_eval(model, run.data.heldout, run.dev, ref_logps),
+            **rule_eval(run, model)}
+
+
+def role_metrics(roles: dict[str, torch.nn.Module], *optimizers: torch.optim.Optimizer,
+                 precomputed: tuple[torch.Tensor, ...] | None = None) -> dict[str, Any]:
+    """Bytes held per model role while training, and how many models that is."""
+    from llmbench.train.optimizers import measured_state_bytes
+    from llmbench.train.policy import module_bytes
+
+    out: dict[str, Any] = {f"memory/{role}_bytes": module_bytes(m) for role, m in roles.items()}
+    out["memory/optimizer_state_bytes"] = sum(
+        measured_state_bytes(o, [p for g in o.param_groups for p in g["params"]])[0]
+        for o in optimizers)
+    if precomputed is not None:
+        out["memory/reference_logps_bytes"] = sum(t.numel() * t.element_size()
+                                                  for t in precomputed)
+    out["models_held"] = len(roles)
+    return out
+
+
+def before_after(prefix: str, before: dict[str, float], after: dict[str, float]
+                 ) -> dict[str, float]:
+    out = {}
+    for key in after:
+        out[f"{prefix}{key}_before"] = before.get(key, float("nan"))
+        out[f"{prefix}{key}_after"] = after[key]
+        if key in before:
+            out[f"{prefix}{key}_gain"] = after[key] - before[key]
+    return out
+
+
+def history_metrics(run: Run) -> dict[str, Any]:
+    return {f"history/{k}": v for k, v in run.history.items()}

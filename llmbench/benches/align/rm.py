@@ -1,0 +1,102 @@
+"""Reward model: the reference network with a scalar head, trained Bradley-Terry on pairs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from llmbench.benches.align.common import (
+    Run,
+    history_metrics,
+    pair_tensors,
+    reference_policy,
+    role_metrics,
+)
+from llmbench.core import progress
+from llmbench.core.memory import measure_peak
+from llmbench.models.transformer import Transformer
+from llmbench.train.losses import reward_model_loss
+from llmbench.train.policy import ScalarHead
+from llmbench.train.prefs import Pair
+from llmbench.train.reference import cached_state, save_state
+
+RM_STEPS, RM_BATCH, RM_LR = 200, 16, 1e-3  # what ppo --reward-model and rlhf train with
+
+
+@torch.no_grad()
+def reward_accuracy(rm: ScalarHead, pairs: list[Pair], dev: torch.device) -> dict[str, float]:
+    was = rm.training
+    rm.eval()
+    wins, margin = 0, 0.0
+    for i in range(0, len(pairs), 64):
+        ct, cm, rt, rmask = pair_tensors(pairs[i:i + 64], dev)
+        rc, rr = rm.reward(ct, cm), rm.reward(rt, rmask)
+        wins += int((rc > rr).sum())
+        margin += float((rc - rr).sum())
+    rm.train(was)
+    return {"accuracy": wins / len(pairs), "margin": margin / len(pairs)}
+
+
+def train_reward_model(run: Run, reference: Transformer, *, steps: int, batch: int, lr: float,
+                       log: bool) -> ScalarHead:
+    rm = ScalarHead(copy.deepcopy(reference)).to(run.dev).train()
+    optimizer = torch.optim.AdamW(rm.parameters(), lr=lr)
+    for step in range(steps):
+        if log:
+            run.start_step()
+        ct, cm, rt, rmask = pair_tensors(run.sample_pairs(batch), run.dev)
+        rc, rr = rm.reward(ct, cm), rm.reward(rt, rmask)
+        loss = reward_model_loss(rc, rr).mean()
+        run.check(step, loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if log:
+            run.end_step(int(cm.sum() + rmask.sum()))
+            if run.should_log(step, steps):
+                run.log(step, steps, loss=loss, **{
+                    "rewards/chosen": rc.detach().mean(), "rewards/rejected": rr.detach().mean(),
+                    "rewards/margins": (rc - rr).detach().mean(),
+                    "rewards/accuracies": (rc > rr).float().mean()})
+    rm.optimizer = optimizer  # kept for the memory figures of `align rm`
+    return rm
+
+
+def rm_key(run: Run, *, steps: int, batch: int, lr: float) -> dict[str, Any]:
+    return {"data": run.data.fingerprint, "size": run.p("model"), "seed": run.p("seed"),
+            "sft_steps": run.p("sft_steps"), "steps": steps, "batch": batch, "lr": lr}
+
+
+def cached_reward_model(run: Run, reference: Transformer) -> tuple[ScalarHead, bool]:
+    """The reward model `align rm` trains with its defaults: the one it left in the cache, or
+    trained now."""
+    progress.report(stage="reward model")
+    key = rm_key(run, steps=RM_STEPS, batch=RM_BATCH, lr=RM_LR)
+    rm = ScalarHead(copy.deepcopy(reference)).to(run.dev)
+    state, hit = cached_state("rm", key, lambda: train_reward_model(
+        run, reference, steps=RM_STEPS, batch=RM_BATCH, lr=RM_LR, log=False).state_dict())
+    rm.load_state_dict(state)
+    return rm.eval(), hit
+
+
+def run_rm(run: Run) -> dict[str, Any]:
+    reference = reference_policy(run)
+    box: dict[str, ScalarHead] = {}
+
+    def loop() -> None:
+        box["rm"] = train_reward_model(run, reference, steps=run.p("steps"),
+                                       batch=run.p("batch"), lr=run.p("lr"), log=True)
+
+    before = reward_accuracy(ScalarHead(copy.deepcopy(reference)).to(run.dev),
+                             run.data.heldout, run.dev)
+    _, peak = measure_peak(loop, device=run.device)
+    rm = box["rm"]
+    after = reward_accuracy(rm, run.data.heldout, run.dev)
+    save_state("rm", rm_key(run, steps=run.p("steps"), batch=run.p("batch"), lr=run.p("lr")),
+               rm.state_dict())  # for `align ppo --reward-model`
+    return {**run.timing_metrics(), "peak_memory_bytes": peak.peak_bytes,
+            **role_metrics({"reward": rm}, rm.optimizer),
+            "eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"],
+            "eval/reward_margin": after["margin"], **history_metrics(run)}

@@ -56,3 +56,13 @@ def test_schedule_cases_hold_whole_curves():
 def test_schedule_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ScheduleConfig(**kwargs)
+
+
+def test_sparkline_handles_any_range():
+    from llmbench.report.formats import sparkline
+
+    assert sparkline([0.0, 1.0]) == " █"
+    assert sparkline([-3.0, -1.0, 1.0]) == " ▄█"
+    assert sparkline([5.0, 5.0]) == "  "
+    assert sparkline([1.0, float("nan"), 2.0]) == " ?█"
+    assert len(sparkline(list(range(500)), 40)) == 40

@@ -37,12 +37,16 @@ def render_precision(doc: ResultDocument, console: Console) -> None:
 
 
 def sparkline(values: list[float], width: int = 60) -> str:
-    if not values:
+    """One character per sample (at most `width`), from the lowest value to the highest."""
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    if not finite:
         return ""
-    top = max(values) or 1.0
+    lo, hi = min(finite), max(finite)
+    span = (hi - lo) or 1.0
     step = max(1, len(values) / width)
     picks = [values[min(len(values) - 1, int(i * step))] for i in range(min(width, len(values)))]
-    return "".join(BLOCKS[round(v / top * (len(BLOCKS) - 1))] for v in picks)
+    return "".join(BLOCKS[round((min(max(v, lo), hi) - lo) / span * (len(BLOCKS) - 1))]
+                   if v == v else "?" for v in picks)
 
 
 def chart(values: list[float], *, width: int = 60, height: int = 8) -> list[str]:

@@ -31,3 +31,10 @@ def fast_timing():
 
     return TimingPolicy(warmup_s=0.0, min_warmup_runs=1, min_runs=3, min_time_s=0.0,
                         max_runs=5, max_time_s=1.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    from tests.ci_fixtures import make_run
+
+    return make_run(tmp_path_factory.mktemp("tiny-run"))

@@ -271,7 +271,7 @@ def test_optim_analytic_table_for_a_preset():
 def test_align_flags_are_pinned():
     assert _flags("align") == sorted([
         "--task", "--data", "--model", "--sft-steps", "--steps", "--batch", "--lr", "--beta",
-        "--loss-type", "--label-smoothing", "--precompute-ref", "--reward-model",
+        "--loss-type", "--label-smoothing", "--rpo-alpha", "--precompute-ref", "--reward-model",
         "--temperature", "--kl-coef", "--kl-estimator", "--ppo-epochs", "--eval-samples",
         "--device", "--seed", "--profile", "--timeout", "--isolate", "--no-isolate", "--json",
         "--format", "--quiet", "-q"])
@@ -301,3 +301,21 @@ def test_align_malformed_data_names_the_line(tmp_path):
     proc = run_cli("align", "dpo", "--data", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"llmbench: error: {path}:2: missing 'chosen'"
+
+
+def test_ci_flags_are_pinned():
+    assert _flags("run") == ["--out"]
+    assert _flags("compare") == sorted(["--threshold", "--alpha", "--markdown", "--junit",
+                                        "--all"])
+    assert _flags("export") == sorted(["--out", "--format"])
+    assert _flags("report") == sorted(["--html", "--png", "--title"])
+
+
+def test_example_workflow_is_valid_yaml_with_the_steps():
+    yaml = pytest.importorskip("yaml")
+    flow = yaml.safe_load((ROOT / "examples" / "ci" / "gpu-regression.yml").read_text())
+    steps = flow["jobs"]["bench"]["steps"]
+    text = " ".join(str(s.get("run", "")) for s in steps)
+    assert "llmbench run suites/ci-gpu.toml --out results" in text
+    assert "llmbench compare baseline results --markdown --junit compare.xml" in text
+    assert (ROOT / "suites" / "ci-gpu.toml").exists()

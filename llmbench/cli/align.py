@@ -50,6 +50,9 @@ def align(
         help="DPO loss.", rich_help_panel=_PREF)] = "sigmoid",
     label_smoothing: Annotated[float, typer.Option(
         help="DPO label smoothing (cDPO, robust).", rich_help_panel=_PREF)] = 0.0,
+    rpo_alpha: Annotated[float, typer.Option(
+        help="DPO: add this times the chosen responses' NLL (RPO; TRL's rpo_alpha).",
+        rich_help_panel=_PREF)] = 0.0,
     precompute_ref: Annotated[bool, typer.Option(
         "--precompute-ref", help="DPO: compute the reference's log-probs once, free it, and "
         "measure the memory saved (runs both).", rich_help_panel=_PREF)] = False,
@@ -88,7 +91,7 @@ def align(
     cfg = build_config(
         AlignConfig, method=method, task=task, data=data, model=model, sft_steps=sft_steps,
         steps=steps, batch=batch, lr=lr, beta=beta, loss_type=loss_type,
-        label_smoothing=label_smoothing, precompute_ref=precompute_ref,
+        label_smoothing=label_smoothing, rpo_alpha=rpo_alpha, precompute_ref=precompute_ref,
         reward_model=reward_model, temperature=temperature, kl_coef=kl_coef,
         kl_estimator=kl_estimator, ppo_epochs=ppo_epochs, eval_samples=eval_samples,
         device=device, seed=seed)

@@ -12,6 +12,7 @@ from typer._click.exceptions import ClickException
 from llmbench import __version__
 from llmbench.cli.align import align
 from llmbench.cli.attention import attention
+from llmbench.cli.ci import compare, export, report, run
 from llmbench.cli.env import env
 from llmbench.cli.formats import precision, schedule
 from llmbench.cli.kvcache import kvcache
@@ -59,6 +60,10 @@ app.command(name="accum")(accum)
 app.command(name="align")(align)
 app.command(name="precision")(precision)
 app.command(name="schedule")(schedule)
+app.command(name="run")(run)
+app.command(name="compare")(compare)
+app.command(name="export")(export)
+app.command(name="report")(report)
 app.command(name="schema")(schema)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -135,6 +138,21 @@ class ConsoleProgress:
             self._progress = None
 
 
+_VALIDATE_ONLY: ContextVar[bool] = ContextVar("llmbench_validate_only", default=False)
+
+
+@contextlib.contextmanager
+def validate_only() -> Iterator[None]:
+    """Within the block, benchmark commands check their flags and config against this machine
+    (through the benchmark's own resolve) and return without running (`llmbench run` uses it
+    to reject a bad suite before anything runs)."""
+    token = _VALIDATE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATE_ONLY.reset(token)
+
+
 def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
                  fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
                  isolate: bool) -> None:
@@ -144,6 +162,15 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
     from llmbench.core.runner import Interrupted, RunOptions, run_benchmark
 
     options = RunOptions(profile=profile, timeout_s=timeout, isolate=isolate)
+    if _VALIDATE_ONLY.get():
+        from llmbench.core import hardware
+        from llmbench.core.profiles import select_profile
+
+        bench = benches.get(bench_name)
+        hw = hardware.detect()
+        resolved = bench.resolve(config, hw)
+        select_profile(hw, profile, bench.device_of(resolved, hw))
+        return
     err = stderr()
     if json_path is not None and json_path.is_dir():
         raise UsageError(f"--json {json_path}: is a directory; give a file name")

@@ -126,6 +126,9 @@ def write_atomic(text: str, path: str | Path) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -171,6 +174,29 @@ def load_document(path: str | Path) -> ResultDocument:
 _LOWER_SUFFIXES = ("_ms", "_s", "_bytes", "_error", "overhead_pct", "loss")
 _HIGHER_SUFFIXES = ("_tflops", "_per_s", "accuracy", "accuracies", "_x", "utilization_pct",
                     "saved_pct")
+
+
+# Figures computed from another metric of the same case (throughput from time_ms, speed-ups
+# from two cases' times): they have a direction for exports and plots, but `compare` judges the
+# measurement they come from, not each restatement of it.
+_DERIVED = ("throughput_tflops", "peak_utilization_pct", "tokens_per_s", "decode_tokens_per_s",
+            "overhead_pct", "saved_pct")
+
+
+def is_derived(name: str) -> bool:
+    return "_vs_" in name or name.endswith(_DERIVED)
+
+
+def metric_family(name: str) -> Literal["time", "memory", "error"] | None:
+    """The family a suite can set one threshold for: time (_ms, _s), memory (_bytes) or error
+    (_error: numerical differences, which move with summation order between runs)."""
+    if name.endswith(("_ms", "_s")) and not name.endswith("_per_s"):
+        return "time"
+    if name.endswith("_bytes"):
+        return "memory"
+    if name.endswith("_error"):
+        return "error"
+    return None
 
 
 def metric_direction(name: str) -> Literal["lower", "higher"] | None:

@@ -40,6 +40,8 @@ class AlignConfig(BaseModel):
     beta: float = Field(0.1, gt=0, description="DPO's beta, ORPO's lambda")
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    rpo_alpha: float = Field(0.0, ge=0, description="DPO: weight of an NLL term on chosen "
+                             "responses (RPO, TRL's rpo_alpha); 0 is plain DPO")
     precompute_ref: bool = False
     reward_model: bool = Field(False, description="ppo: score with a learned reward model")
     temperature: float = Field(0.7, gt=0, description="sampling temperature (TRL's default)")

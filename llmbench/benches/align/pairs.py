@@ -58,13 +58,20 @@ def run_dpo(run: Run) -> dict[str, Any]:
                 pc, pr, rc, rr, beta=run.p("beta"), loss_type=run.p("loss_type"),
                 label_smoothing=run.p("label_smoothing"))
             loss = losses.mean()
+            extra = {}
+            if run.p("rpo_alpha"):
+                # RPO: keep the chosen responses likely (per-token NLL), against DPO's habit of
+                # lowering both responses' likelihood.
+                nll = -(pc if average else pc / cm.sum(-1)).mean()
+                loss = loss + run.p("rpo_alpha") * nll
+                extra["nll_loss"] = nll.detach()
             run.check(step, loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             run.end_step(int(cm.sum() + rm.sum()))
             if run.should_log(step, steps):
-                run.log(step, steps, loss=loss, **{
+                run.log(step, steps, loss=loss, **extra, **{
                     "rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
                     "rewards/margins": (chosen_r - rejected_r).mean(),
                     "rewards/accuracies": (chosen_r > rejected_r).float().mean(),

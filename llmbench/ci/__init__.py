@@ -1,0 +1,1 @@
+"""The CI side: suites of benchmark runs, comparison with a baseline, exports."""

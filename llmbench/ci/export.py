@@ -1,0 +1,51 @@
+"""`llmbench export --format github-action-benchmark`: the files benchmark-action reads.
+
+benchmark-action/github-action-benchmark's "customSmallerIsBetter" and "customBiggerIsBetter"
+tools read a JSON list of {name, unit, value, range, extra}; llmbench writes one of each, from
+every metric whose name says its direction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmbench.ci.compare import Side, _value
+from llmbench.core.results import metric_direction
+from llmbench.core.timing import TimeStats
+
+UNITS = (("_rel_error", "fraction"), ("_per_s", "per s"), ("_ms", "ms"), ("_s", "s"),
+         ("_bytes", "bytes"), ("_tflops", "TFLOP/s"), ("_x", "x"), ("_pct", "%"),
+         ("_error", "abs error"),
+         ("accuracy", "fraction"), ("accuracies", "fraction"), ("loss", "nats"))
+
+
+def unit_of(metric: str) -> str:
+    for suffix, unit in UNITS:
+        if metric.endswith(suffix):
+            return unit
+    return ""
+
+
+def github_action_benchmark(side: Side) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(smaller-is-better entries, bigger-is-better entries)."""
+    smaller: list[dict[str, Any]] = []
+    bigger: list[dict[str, Any]] = []
+    for label, doc in sorted(side.docs.items()):
+        for case in doc.cases:
+            if not case.ok:
+                continue
+            for metric, raw in case.metrics.items():
+                direction = metric_direction(metric)
+                value = _value(raw)
+                if direction is None or value is None:
+                    continue
+                entry: dict[str, Any] = {"name": f"{label}/{case.name}/{metric}",
+                                         "unit": unit_of(metric), "value": value[0]}
+                if isinstance(raw, TimeStats):
+                    entry["range"] = f"± {raw.iqr:.4g}"
+                    entry["extra"] = (f"median of {raw.n} samples; p10 {raw.p10:.4g}, p90 "
+                                      f"{raw.p90:.4g}; {doc.env.gpu_name or doc.env.cpu_model}")
+                else:
+                    entry["extra"] = doc.env.gpu_name or doc.env.cpu_model
+                (smaller if direction == "lower" else bigger).append(entry)
+    return smaller, bigger

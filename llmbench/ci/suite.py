@@ -1,0 +1,231 @@
+"""`llmbench run SUITE.toml --out DIR`: a fixed list of benchmark invocations, run in order.
+
+    name = "ci-cpu"
+    threshold = "5%"                     # compare's default for this suite (optional)
+    thresholds = { time = "50%" }        # per metric, or per family: time, memory, error
+
+    [[bench]]
+    name = "attention"                   # unique; the results file is DIR/<name>.json
+    command = "attention"                # any benchmark subcommand
+    args = ["--seq", "512,1024", "--max-time", "1"]
+    thresholds = { time_ms = "10%" }     # per-metric overrides for compare (optional)
+
+Every entry is parsed and validated by the real command line (flags, values, configs, devices)
+before anything runs; a mistake is one line naming the file, the line and the field. Results
+go to DIR/<name>.json, and DIR/index.json lists them with their thresholds; the index is
+rewritten after every benchmark, so an interrupted run keeps what finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llmbench import __version__
+from llmbench.ci.compare import parse_threshold
+from llmbench.core.errors import UsageError, one_line
+from llmbench.core.results import load_document, write_atomic
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RESERVED = {"--json", "--format", "--quiet", "-q"}  # the runner sets these itself
+
+
+def _percent_table(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: parse_threshold(x) for k, x in v.items()}
+    return v
+
+
+class SuiteEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    command: str
+    args: list[str] = Field(default_factory=list)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+    _thresholds = field_validator("thresholds", mode="before")(_percent_table)
+
+    @field_validator("command")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from llmbench import benches
+
+        if v not in benches.names():
+            raise ValueError(f"unknown benchmark command {v!r} (choose from "
+                             f"{', '.join(benches.names())})")
+        return v
+
+    @field_validator("args")
+    @classmethod
+    def _not_reserved(cls, v: list[str]) -> list[str]:
+        for arg in v:
+            if arg.split("=")[0] in RESERVED:
+                raise ValueError(f"{arg} is set by the suite runner; leave it out")
+        return v
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    threshold: float = 0.05
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    bench: list[SuiteEntry] = Field(min_length=1)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _percent(cls, v: Any) -> Any:
+        return parse_threshold(v) if isinstance(v, (str, int, float)) else v
+
+    _thresholds = field_validator("thresholds", mode="before")(_percent_table)
+
+    @field_validator("bench")
+    @classmethod
+    def _unique(cls, v: list[SuiteEntry]) -> list[SuiteEntry]:
+        seen = set()
+        for e in v:
+            if e.name in seen:
+                raise ValueError(f"two entries are named {e.name!r}")
+            seen.add(e.name)
+        return v
+
+
+def _line_of(text: str, bench_index: int | None, key: str | None) -> int:
+    """1-based line of `key` in the bench_index-th [[bench]] table (or the top level)."""
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    headers = [i for i, line in enumerate(lines) if re.match(r"\s*\[", line)]
+    if bench_index is not None:
+        benches = [i for i, line in enumerate(lines) if re.match(r"\s*\[\[\s*bench\s*\]\]", line)]
+        if bench_index < len(benches):
+            start = benches[bench_index]
+            later = [h for h in headers if h > start]
+            end = later[0] if later else len(lines)
+    elif headers:
+        end = headers[0]
+    if key:
+        for i in range(start, end):
+            if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
+                return i + 1
+    return start + 1
+
+
+def load_suite(path: str | Path, *, check_invocations: bool = True) -> Suite:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such suite file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"]
+        index = loc[1] if len(loc) > 1 and loc[0] == "bench" and isinstance(loc[1], int) \
+            else None
+        key = next((p for p in loc[2:] if isinstance(p, str)), None) if index is not None \
+            else (loc[0] if loc and isinstance(loc[0], str) else None)
+        field = ".".join(str(p) for p in loc) or "suite"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        raise UsageError(f"{path}:{_line_of(text, index, key)}: {field}: {msg}") from None
+    if check_invocations:
+        _validate_invocations(suite, path, text)
+    return suite
+
+
+def _invoke(args: list[str]) -> int:
+    """Run the llmbench command line in this process, its stdout discarded."""
+    import typer
+
+    from llmbench.cli.app import app
+
+    command = typer.main.get_command(app)
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = command.main(args=args, prog_name="llmbench", standalone_mode=False)
+    return code if isinstance(code, int) else 0
+
+
+def _validate_invocations(suite: Suite, path: Path, text: str) -> None:
+    """Parse and resolve every entry through the real CLI without running anything."""
+    from typer._click.exceptions import ClickException
+
+    from llmbench.cli.common import validate_only
+
+    for i, entry in enumerate(suite.bench):
+        try:
+            with validate_only():
+                _invoke([entry.command, *entry.args])
+        except UsageError as exc:
+            problem = str(exc)
+        except ClickException as exc:
+            problem = exc.format_message()
+        else:
+            continue
+        raise UsageError(f"{path}:{_line_of(text, i, 'args')}: bench[{i}] {entry.name!r} args: "
+                         f"{one_line(problem)}")
+
+
+def run_suite(suite: Suite, out: str | Path, *,
+              on_entry: Callable[[int, SuiteEntry, dict[str, Any]], None] | None = None
+              ) -> dict[str, Any]:
+    """Run every entry; returns (and keeps writing) the index."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {
+        "schema_version": 1, "tool": {"name": "llmbench", "version": __version__},
+        "suite": suite.name, "threshold": suite.threshold,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmarks": []}
+    for i, entry in enumerate(suite.bench):
+        file = out / f"{entry.name}.json"
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"name": entry.name, "command": entry.command,
+                                  "args": entry.args, "file": file.name,
+                                  "thresholds": {**suite.thresholds, **entry.thresholds}}
+        try:
+            code = _invoke([entry.command, *entry.args, "--json", str(file), "--quiet"])
+        except UsageError as exc:  # something that validated went wrong at run time
+            code, record["reason"] = 2, one_line(str(exc))
+        record["wall_s"] = round(time.perf_counter() - t0, 2)
+        record["exit_code"] = code
+        if file.exists():
+            doc = load_document(file)
+            record["cases"] = dict(Counter(c.status for c in doc.cases))
+        index["benchmarks"].append(record)
+        write_atomic(json.dumps(index, indent=2) + "\n", out / "index.json")
+        if on_entry:
+            on_entry(i, entry, record)
+        if code == 130:
+            index["interrupted"] = True
+            write_atomic(json.dumps(index, indent=2) + "\n", out / "index.json")
+            break
+    return index

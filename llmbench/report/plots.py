@@ -1,0 +1,202 @@
+"""Plots of result documents, where people would rather look than read (matplotlib, optional).
+
+Each function takes a document and returns (title, PNG bytes) pairs; a document with nothing
+worth plotting gives none.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+from llmbench.core.results import CaseResult, ResultDocument
+
+Figure = tuple[str, bytes]
+
+
+def available() -> str | None:
+    """None when matplotlib imports, else the one-line hint."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        return "plots need matplotlib: pip install 'llmbench[plot]'"
+    return None
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _subplots(n: int = 1) -> tuple[Any, Any]:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.6), squeeze=False)
+    return fig, axes[0]
+
+
+def _ok(doc: ResultDocument) -> list[CaseResult]:
+    return [c for c in doc.cases if c.ok]
+
+
+def attention(doc: ResultDocument) -> list[Figure]:
+    cases = _ok(doc)
+    impls = list(dict.fromkeys(c.params["impl"] for c in cases))
+    if not cases or len({c.params["seq"] for c in cases}) < 2:
+        return []
+    fig, (t_ax, m_ax) = _subplots(2)
+    for impl in impls:
+        cs = sorted((c for c in cases if c.params["impl"] == impl), key=lambda c: c.params["seq"])
+        seqs = [c.params["seq"] for c in cs]
+        t_ax.plot(seqs, [c.time().median for c in cs], marker="o", label=impl)
+        m_ax.plot(seqs, [max(1, c.metrics["peak_memory_bytes"]) / 2**20 for c in cs],
+                  marker="o", label=impl)
+    for ax, label in ((t_ax, "median time (ms)"), (m_ax, "peak memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    t_ax.legend(fontsize=8)
+    return [("attention: time and memory vs sequence length (log-log)", _png(fig))]
+
+
+def kvcache(doc: ResultDocument) -> list[Figure]:
+    rows = doc.summary.get("analytic") or []
+    if not rows:
+        return []
+    fig, axes = _subplots(2 if _ok(doc) else 1)
+    names = [r["variant"] for r in rows]
+    axes[0].bar(names, [r["bytes_per_token"] / 1024 for r in rows],
+                color=["tab:orange" if r["published"] else "tab:blue" for r in rows])
+    axes[0].set_ylabel("KV cache per token (KiB)")
+    axes[0].set_title(f"{doc.summary['architecture']['name']} ({doc.config['dtype']})",
+                      fontsize=9)
+    axes[0].tick_params(axis="x", rotation=45)
+    cases = _ok(doc)
+    if cases:
+        axes[1].bar([c.params["variant"] for c in cases],
+                    [c.metrics["decode_tokens_per_s"] for c in cases], color="tab:green")
+        axes[1].set_ylabel("decode tokens/s (scaled copy)")
+    return [("KV-cache bytes per variant, and measured decode speed", _png(fig))]
+
+
+def optim(doc: ResultDocument) -> list[Figure]:
+    cases = [c for c in _ok(doc) if "weights_bytes" in c.metrics]
+    if not cases:
+        return []
+    fig, (ax,) = _subplots(1)
+    names = [c.name for c in cases]
+    bottom = [0.0] * len(cases)
+    for key, label in (("weights_bytes", "weights"), ("gradients_bytes", "gradients"),
+                       ("state_bytes", "optimizer states"),
+                       ("activation_memory_bytes", "activations")):
+        values = [c.metrics[key] / 2**20 for c in cases]
+        ax.bar(names, values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel("MiB")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
+    return [("training memory breakdown per optimizer", _png(fig))]
+
+
+def checkpoint(doc: ResultDocument) -> list[Figure]:
+    cases = [c for c in _ok(doc) if "overhead_pct" in c.metrics]
+    if not cases:
+        return []
+    figures = []
+    fig, (ax,) = _subplots(1)
+    for c in cases:
+        ax.scatter(c.metrics["overhead_pct"], c.metrics["activation_memory_bytes"] / 2**20)
+        ax.annotate(c.name, (c.metrics["overhead_pct"],
+                             c.metrics["activation_memory_bytes"] / 2**20), fontsize=7)
+    ax.set_xlabel("step time overhead vs none (%)")
+    ax.set_ylabel("activation memory (MiB)")
+    ax.grid(True, alpha=0.3)
+    figures.append(("checkpointing: memory vs overhead", _png(fig)))
+    policies = list(dict.fromkeys(c.params["policy"] for c in cases))
+    if len({c.params["layers"] for c in cases}) >= 2:
+        fig, (ax,) = _subplots(1)
+        for policy in policies:
+            cs = sorted((c for c in cases if c.params["policy"] == policy),
+                        key=lambda c: c.params["layers"])
+            ax.plot([c.params["layers"] for c in cs],
+                    [c.metrics["activation_memory_bytes"] / 2**20 for c in cs], marker="o",
+                    label=policy)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("layers")
+        ax.set_ylabel("activation memory (MiB)")
+        ax.legend(fontsize=8)
+        figures.append(("checkpointing: activation memory vs depth (log-log)", _png(fig)))
+    return figures
+
+
+def _curves(doc: ResultDocument, keys: list[tuple[str, str]], x_key: str | None,
+            title: str) -> list[Figure]:
+    cases = _ok(doc)
+    present = [(k, label) for k, label in keys if any(k in c.metrics for c in cases)]
+    if not present:
+        return []
+    fig, axes = _subplots(len(present))
+    for ax, (key, label) in zip(axes, present, strict=True):
+        for c in cases:
+            ys = c.metrics.get(key)
+            if not ys:
+                continue
+            xs = c.metrics.get(x_key) if x_key else list(range(len(ys)))
+            ax.plot(xs, ys, label=c.name)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return [(title, _png(fig))]
+
+
+def align(doc: ResultDocument) -> list[Figure]:
+    return _curves(doc, [("history/loss", "loss"),
+                         ("history/rewards/accuracies", "rewards/accuracies"),
+                         ("history/objective/scores", "objective/scores"),
+                         ("history/objective/gold_scores", "gold (rule) score")],
+                   "history/step", "alignment: loss, accuracy and reward curves")
+
+
+def amp(doc: ResultDocument) -> list[Figure]:
+    return _curves(doc, [("loss_curve", "training loss")], None,
+                   "AMP: loss per step of each variant")
+
+
+def accum(doc: ResultDocument) -> list[Figure]:
+    cases = _ok(doc)
+    if not cases:
+        return []
+    fig, (m_ax, t_ax) = _subplots(2)
+    names = [c.name for c in cases]
+    m_ax.bar(names, [c.metrics["peak_memory_bytes"] / 2**20 for c in cases])
+    m_ax.set_ylabel("step peak memory (MiB)")
+    t_ax.bar(names, [c.metrics["tokens_per_s"] for c in cases], color="tab:green")
+    t_ax.set_ylabel("tokens/s")
+    return [("gradient accumulation: memory and throughput per split", _png(fig))]
+
+
+def schedule(doc: ResultDocument) -> list[Figure]:
+    return _curves(doc, [("lr_curve", "learning rate")], None, "learning-rate schedules")
+
+
+PLOTTERS: dict[str, Callable[[ResultDocument], list[Figure]]] = {
+    "attention": attention, "kvcache": kvcache, "optim": optim, "checkpoint": checkpoint,
+    "align": align, "amp": amp, "accum": accum, "schedule": schedule,
+}
+
+
+def figures(doc: ResultDocument) -> list[Figure]:
+    plotter = PLOTTERS.get(doc.benchmark)
+    return plotter(doc) if plotter else []

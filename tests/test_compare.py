@@ -1,0 +1,184 @@
+import json
+import math
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from llmbench.ci.compare import compare, compare_metric, load_side, parse_threshold
+from llmbench.ci.stats import mann_whitney_p, smallest_p
+from llmbench.core.errors import UsageError
+from llmbench.core.results import ResultsError
+from llmbench.core.timing import TimeStats
+from llmbench.report.compare import junit, markdown
+from tests.conftest import run_cli
+
+
+def stats(samples):
+    return TimeStats.from_samples(samples)
+
+
+BASE = [10.0 + 0.1 * (i % 7) for i in range(30)]
+
+
+def test_statistics_on_known_samples():
+    assert smallest_p(3, 3) == pytest.approx(0.1)
+    assert smallest_p(5, 5) == pytest.approx(2 / 252)
+    assert smallest_p(0, 4) == 1.0
+    assert mann_whitney_p(BASE, BASE) == pytest.approx(1.0)
+    assert mann_whitney_p(BASE, [x * 1.2 for x in BASE]) < 1e-9
+
+
+@pytest.mark.parametrize("factor, verdict", [
+    (1.2, "regression"), (1.03, "within-threshold"), (0.8, "improvement"), (1.0, "unchanged"),
+])
+def test_time_metric_verdicts(factor, verdict):
+    row = compare_metric("b", "c", "time_ms", stats(BASE), stats([x * factor for x in BASE]),
+                         threshold=0.05, alpha=0.01)
+    assert row.verdict == verdict
+    assert row.change == pytest.approx(factor - 1)
+
+
+def test_directions_from_names():
+    worse_acc = compare_metric("b", "c", "eval/accuracy", 0.95, 0.80, threshold=0.05,
+                               alpha=0.01)
+    assert worse_acc.verdict == "regression" and worse_acc.direction == "higher"
+    for derived in ("throughput_tflops", "tokens_per_s", "speedup_vs_standard_x",
+                    "overhead_pct", "activation_saved_pct"):
+        assert compare_metric("b", "c", derived, 10.0, 1.0, threshold=0.05,
+                              alpha=0.01) is None  # judged through the measurement
+    better_mem = compare_metric("b", "c", "peak_memory_bytes", 100, 50, threshold=0.05,
+                                alpha=0.01)
+    assert better_mem.verdict == "improvement"
+    assert compare_metric("b", "c", "predicted_memory_bytes", 1, 9, threshold=0.05,
+                          alpha=0.01) is None  # a prediction, not a measurement
+    assert compare_metric("b", "c", "error_rows_checked", 1, 9, threshold=0.05,
+                          alpha=0.01) is None  # no direction: information only
+    from_zero = compare_metric("b", "c", "peak_memory_bytes", 0, 10, threshold=0.05,
+                               alpha=0.01)
+    assert math.isinf(from_zero.change) and from_zero.verdict == "regression"
+
+
+def test_noise_is_not_a_regression():
+    import random
+
+    rng = random.Random(0)
+    a = [10 * rng.uniform(0.6, 1.4) for _ in range(20)]
+    b = [10 * rng.uniform(0.6, 1.4) * 1.08 for _ in range(20)]
+    row = compare_metric("b", "c", "time_ms", stats(a), stats(b), threshold=0.05, alpha=0.01)
+    assert abs(row.change) > 0.05
+    assert row.verdict == "not-significant" and row.p_value >= 0.01
+
+
+def test_few_samples_fall_back_to_the_threshold():
+    row = compare_metric("b", "c", "time_ms", stats([10.0, 10.1]), stats([13.0, 13.1]),
+                         threshold=0.05, alpha=0.01)
+    assert row.verdict == "regression" and "too few samples" in row.note
+
+
+def test_parse_threshold():
+    assert parse_threshold("5%") == pytest.approx(0.05)
+    assert parse_threshold("0.1") == pytest.approx(0.1)
+    with pytest.raises(UsageError, match="not a threshold"):
+        parse_threshold("lots")
+
+
+def _scaled(run, tmp_path, factor=None, status=None, name="scaled"):
+    """A copy of the run with one attention case's time samples scaled (or its status set)."""
+    out = tmp_path / name
+    shutil.copytree(run, out)
+    path = out / "attention.json"
+    doc = json.loads(path.read_text())
+    case = next(c for c in doc["cases"] if c["name"] == "sdpa-flash/seq=128/fwd")
+    if factor is not None:
+        t = case["metrics"]["time_ms"]
+        samples = [s * factor for s in t["samples"]]
+        case["metrics"]["time_ms"] = TimeStats.from_samples(samples).model_dump()
+    if status is not None:
+        case["status"], case["reason"], case["metrics"] = status, "CUDA out of memory", {}
+    path.write_text(json.dumps(doc))
+    return out
+
+
+def test_acceptance_exit_codes(tiny_run, tmp_path):
+    same = run_cli("compare", str(tiny_run), str(tiny_run))
+    assert same.returncode == 0, same.stdout + same.stderr
+    slow = run_cli("compare", str(tiny_run), str(_scaled(tiny_run, tmp_path, 1.2)))
+    assert slow.returncode == 1, slow.stdout
+    assert "time_ms" in slow.stdout and "sdpa-flash/seq=128/fwd" in slow.stdout
+    a_bit = run_cli("compare", str(tiny_run), str(_scaled(tiny_run, tmp_path, 1.03, name="b")))
+    assert a_bit.returncode == 0, a_bit.stdout
+    oom = run_cli("compare", str(tiny_run), str(_scaled(tiny_run, tmp_path, status="oom",
+                                                        name="c")))
+    assert oom.returncode == 1
+    assert "ok -> oom" in oom.stdout
+
+
+def test_comparison_details(tiny_run, tmp_path):
+    base = load_side(tiny_run)
+    assert set(base.docs) == {"attention", "kvcache", "schedule"}
+    assert base.thresholds["attention"] == {"peak_memory_bytes": 0.5}
+    new = load_side(_scaled(tiny_run, tmp_path, 1.2))
+    result = compare(base, new, threshold=0.05, alpha=0.01)
+    (reg,) = result.regressions
+    assert (reg.label, reg.case, reg.metric) == ("attention", "sdpa-flash/seq=128/fwd",
+                                                 "time_ms")
+    assert reg.p_value is not None and reg.p_value < 0.01
+    # Per-metric thresholds from the suite apply, then per family, then the default.
+    assert all(m.threshold == 0.5 for m in result.metrics if m.metric == "peak_memory_bytes")
+    assert all(m.threshold == 0.05 for m in result.metrics if m.metric == "max_abs_error")
+    family = load_side(tiny_run)
+    family.thresholds["attention"] = {"time": 0.3}
+    relaxed = compare(family, new, threshold=0.05, alpha=0.01)
+    assert not relaxed.regressions  # +20 % is within a 30 % time threshold
+    md = markdown(result)
+    assert ":x:" in md and "`time_ms`" in md
+    tree = ET.fromstring(junit(result))
+    assert int(tree.get("tests")) == len(result.metrics)
+    assert int(tree.get("failures")) == 1
+    assert len(tree.findall("testcase/failure")) == 1
+
+
+def test_one_sided_cases_and_environment(tiny_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    path = other / "attention.json"
+    doc = json.loads(path.read_text())
+    doc["cases"] = doc["cases"][1:]
+    doc["env"]["torch"] = "9.9.9"
+    path.write_text(json.dumps(doc))
+    (other / "schedule.json").unlink()
+    result = compare(load_side(tiny_run), load_side(other))
+    assert "schedule (whole benchmark)" in result.only_base
+    assert any(item.startswith("attention: ") for item in result.only_base)
+    assert any("torch" in w and "9.9.9" in w for w in result.env_warnings)
+    assert not result.failed
+
+
+def test_bad_input(tiny_run, tmp_path):
+    missing = run_cli("compare", str(tmp_path / "nope"), str(tiny_run))
+    assert missing.returncode == 2 and "no such file or directory" in missing.stderr
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"hello": 1}')
+    bad = run_cli("compare", str(foreign), str(tiny_run / "attention.json"))
+    assert bad.returncode == 2 and "not an llmbench result" in bad.stderr
+    future = tmp_path / "future.json"
+    doc = json.loads((tiny_run / "attention.json").read_text())
+    doc["schema_version"] = 2
+    future.write_text(json.dumps(doc))
+    mismatch = run_cli("compare", str(tiny_run / "attention.json"), str(future))
+    assert mismatch.returncode == 2
+    assert "schema_version 2 is not supported" in mismatch.stderr
+    assert len(mismatch.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ResultsError, match="no llmbench result files"):
+        load_side(empty)
+
+
+def test_markdown_and_junit_from_the_cli(tiny_run, tmp_path):
+    out = tmp_path / "junit.xml"
+    proc = run_cli("compare", str(tiny_run), str(tiny_run), "--markdown", "--junit", str(out))
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("### llmbench: :white_check_mark:")
+    assert ET.parse(out).getroot().get("failures") == "0"

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+from llmbench.ci.suite import load_suite
+from llmbench.core.errors import UsageError
+from tests.conftest import ROOT, run_cli
+
+GOOD = """name = "s"
+threshold = "5%"
+
+[[bench]]
+name = "sched"
+command = "schedule"
+args = ["--total", "50"]
+
+[[bench]]
+name = "prec"
+command = "precision"
+"""
+
+
+@pytest.mark.parametrize("content, message", [
+    ("name = [", "invalid TOML"),
+    ('name = "s"\n', "bench: required field is missing"),
+    (GOOD.replace('command = "schedule"', 'command = "speedtest"'),
+     ':6: bench.0.command: unknown benchmark command'),
+    (GOOD.replace('command = "precision"\n', ''), ":9: bench.1.command: required field"),
+    (GOOD.replace('["--total", "50"]', '["--total", "0"]'),
+     ":7: bench[0] 'sched' args: --total: Input should be greater than 0"),
+    (GOOD.replace('["--total", "50"]', '["--frobnicate"]'),
+     ":7: bench[0] 'sched' args: No such option: --frobnicate"),
+    (GOOD.replace('["--total", "50"]', '["--json", "x.json"]'),
+     ":7: bench.0.args: --json is set by the suite runner"),
+    (GOOD.replace('name = "prec"', 'name = "sched"'), "two entries are named 'sched'"),
+    (GOOD.replace('threshold = "5%"', 'threshold = "lots"'), ":2: threshold: "),
+    (GOOD + 'colour = "red"\n', ":12: bench.1.colour: unknown field"),
+])
+def test_malformed_suites_name_file_line_and_field(tmp_path, content, message):
+    path = tmp_path / "suite.toml"
+    path.write_text(content)
+    with pytest.raises(UsageError) as info:
+        load_suite(path)
+    text = str(info.value)
+    assert text.startswith(str(path)) and message in text, text
+    assert "\n" not in text
+
+
+def test_shipped_suites_parse():
+    cpu = load_suite(ROOT / "suites" / "ci-cpu.toml")  # validated through the CLI too
+    assert cpu.name == "ci-cpu" and len(cpu.bench) >= 8
+    gpu = load_suite(ROOT / "suites" / "ci-gpu.toml", check_invocations=False)
+    assert all("--device" in e.args and "cuda" in e.args for e in gpu.bench)
+
+
+def test_run_writes_results_and_index(tiny_run):
+    index = json.loads((tiny_run / "index.json").read_text())
+    assert index["suite"] == "tiny" and index["threshold"] == 0.05
+    names = [b["name"] for b in index["benchmarks"]]
+    assert names == ["attention", "kvcache", "schedule"]
+    for b in index["benchmarks"]:
+        assert (tiny_run / b["file"]).exists() and b["exit_code"] == 0 and b["wall_s"] >= 0
+    assert index["benchmarks"][0]["cases"] == {"ok": 4}
+
+
+def test_run_rejects_a_bad_suite_before_running(tmp_path):
+    path = tmp_path / "suite.toml"
+    path.write_text(GOOD.replace('["--total", "50"]', '["--total", "0"]'))
+    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"llmbench: error: {path}:7:")
+    assert not (tmp_path / "out").exists()

@@ -29,7 +29,7 @@ def _p(m: MetricComparison) -> str:
 def headline(c: Comparison) -> str:
     regressions = len(c.regressions) + sum(s.regression for s in c.status_changes)
     return (f"{regressions} regression(s), {len(c.improvements)} improvement(s) in "
-            f"{len(c.metrics)} compared metrics (threshold {c.threshold:.0%}, alpha "
+            f"{len(c.metrics)} compared metrics (default threshold {c.threshold:.0%}, alpha "
             f"{c.alpha:g})")
 
 
@@ -46,12 +46,14 @@ def render(c: Comparison, console: Console, *, everything: bool = False) -> None
     shown = rows(c, everything)
     if shown:
         table = new_table()
-        for col in ("verdict", "benchmark", "case", "metric", "base", "new", "change", "p"):
-            table.add_column(col, justify="right" if col in ("base", "new", "change", "p")
-                             else "left")
+        for col in ("verdict", "benchmark", "case", "metric", "base", "new", "change",
+                    "limit", "p"):
+            table.add_column(col, justify="right" if col in ("base", "new", "change", "limit",
+                                                             "p") else "left")
         for m in shown:
             table.add_row(f"[{VERDICT_STYLE[m.verdict]}]{m.verdict}[/]", m.label, m.case,
-                          m.metric, _num(m.base), _num(m.new), _change(m), _p(m))
+                          m.metric, _num(m.base), _num(m.new), _change(m),
+                          f"{m.threshold:.0%}", _p(m))
         console.print(table)
     for s in c.status_changes:
         mark = "[bold red]regression[/]" if s.regression else "[green]improvement[/]"
@@ -73,10 +75,11 @@ def markdown(c: Comparison, *, everything: bool = False) -> str:
     lines = [f"### llmbench: {icon} {headline(c)}", ""]
     shown = rows(c, everything)
     if shown:
-        lines += ["| verdict | benchmark | case | metric | base | new | change | p |",
-                  "|---|---|---|---|---:|---:|---:|---:|"]
+        lines += ["| verdict | benchmark | case | metric | base | new | change | limit | p |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {m.verdict} | {m.label} | `{m.case}` | `{m.metric}` | {_num(m.base)} | "
-                  f"{_num(m.new)} | {_change(m)} | {_p(m)} |" for m in shown]
+                  f"{_num(m.new)} | {_change(m)} | {m.threshold:.0%} | {_p(m)} |"
+                  for m in shown]
         lines.append("")
     for s in c.status_changes:
         kind = "**regression**" if s.regression else "improvement"

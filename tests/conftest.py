@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Triton kernels run through Triton's interpreter on this CPU-only CI. Triton decides at import
+# time (of triton.language) whether its functions are interpreted, and torch may import it early,
+# so the whole session sets it before anything else.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

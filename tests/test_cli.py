@@ -50,6 +50,10 @@ def test_version():
 
 
 BAD = [
+    (["attention", "--block-m", "96"], "--block-m: must be a power of two"),
+    (["attention", "--stages", "0"], "--stages: must be from 1 to 8, got 0"),
+    (["attention", "--window", "8", "--no-causal"], "--window is a left sliding window"),
+    (["attention", "--varlen", "0,4"], "lengths must be positive"),
     (["attention", "--seq", "0"], "--seq must be positive, got 0"),
     (["attention", "--seq", "-4"], "--seq must be positive"),
     (["attention", "--seq", "lots"], "--seq: 'lots' is not an integer"),
@@ -188,8 +192,10 @@ def test_flags_are_pinned():
     """Flags are the CLI's contract: change this list only on purpose."""
     assert _flags("attention") == sorted([
         "--seq", "--impl", "--batch", "--heads", "--kv-heads", "--head-dim", "--dtype",
-        "--causal", "--no-causal", "--mode", "--device", "--seed", "--max-time", "--profile",
-        "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet", "-q"])
+        "--causal", "--no-causal", "--mode", "--device", "--seed", "--window", "--varlen",
+        "--block-m", "--block-n", "--warps", "--stages", "--interpret", "--max-time",
+        "--profile", "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet",
+        "-q"])
     assert _flags("env") == sorted(["--head-dim", "--device", "--dtype", "--profile", "--json",
                                     "--format"])
     assert _flags("schema") == []
@@ -301,6 +307,17 @@ def test_align_malformed_data_names_the_line(tmp_path):
     proc = run_cli("align", "dpo", "--data", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"llmbench: error: {path}:2: missing 'chosen'"
+
+
+def test_tune_flags_are_pinned():
+    group = typer.main.get_command(app).commands["tune"]
+    command = group.commands["attention"]
+    flags = sorted(opt for p in command.params for opt in p.opts + p.secondary_opts
+                   if opt.startswith("-"))
+    assert flags == sorted(["--head-dims", "--seq", "--batch", "--heads", "--dtype", "--mode",
+                            "--block-m", "--block-n", "--warps", "--stages", "--interpret",
+                            "--out", "--profile", "--timeout", "--json", "--format",
+                            "--quiet", "-q"])
 
 
 def test_ci_flags_are_pinned():

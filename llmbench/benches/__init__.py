@@ -16,6 +16,7 @@ _REGISTRY = {
     "accum": "llmbench.benches.accum:AccumBenchmark",
     "align": "llmbench.benches.align:AlignBenchmark",
     "precision": "llmbench.benches.precision:PrecisionBenchmark",
+    "tune": "llmbench.benches.tune:TuneBenchmark",
     "schedule": "llmbench.benches.schedule:ScheduleBenchmark",
 }
 

@@ -4,6 +4,11 @@ Cases: every requested implementation at every sequence length. Each case times 
 forward + backward) call, measures its peak memory above the inputs, and checks its output (and
 gradients) against an fp64 reference. Across cases: speed-up and memory reduction vs `standard`,
 and, for sweeps, the exponent of memory and time in seq.
+
+With `window`, every implementation runs twice, full causal and with the left sliding window,
+and the summary sets the measured time ratio next to the expected FLOP ratio. With `varlen`,
+the cases are packed variable-length batches against padding to the longest
+(llmbench.benches.attention_varlen).
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ from llmbench.core import hardware
 from llmbench.core.errors import UsageError
 from llmbench.core.fit import power_law_exponent
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported
+from llmbench.core.profiles import AttentionTile, Profile
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
-from llmbench.kernels.problem import AttentionProblem, attention_flops
+from llmbench.kernels.problem import AttentionProblem, attended_pairs, attention_flops
+
+# Tile fields a user may override, and the flags that set them.
+TILE_FLAGS = {"block_m": "--block-m", "block_n": "--block-n", "num_warps": "--warps",
+              "num_stages": "--stages"}
 
 Dtype = Literal["fp32", "fp16", "bf16"]
 
@@ -45,7 +55,24 @@ class AttentionConfig(BaseModel):
     seed: int = 0
     check_rows: int = Field(256, gt=0, description="query rows checked against fp64 at full size")
     check_seq: int = Field(512, gt=0, description="seq of the gradient check (fwd+bwd)")
+    window: int | None = Field(None, ge=0, description="a left sliding window: each impl runs "
+                               "with it and fully causal")
+    varlen: list[int] | None = Field(None, description="packed sequences of these lengths "
+                                     "against padding to the longest")
+    block_m: int | None = Field(None, description="override the profile's tile")
+    block_n: int | None = None
+    num_warps: int | None = None
+    num_stages: int | None = None
+    interpret: bool = Field(False, description="run Triton kernels on the CPU "
+                            "(TRITON_INTERPRET=1)")
     timing: TimingPolicy = Field(default_factory=TimingPolicy)
+
+    @field_validator("varlen")
+    @classmethod
+    def _lengths(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 1):
+            raise ValueError("sequence lengths must be positive")
+        return v
 
     @field_validator("seqs")
     @classmethod
@@ -84,6 +111,13 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
     case_target = "llmbench.benches.attention:run_case"
 
     def resolve(self, config: AttentionConfig, hw: HardwareInfo) -> AttentionConfig:
+        if config.interpret:
+            import os
+
+            os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton; children
+        if config.window is not None and not config.causal:
+            raise UsageError("--window is a left sliding window over a causal mask: drop "
+                             "--no-causal")
         device = config.device or hw.device
         if device == "cuda" and hw.device != "cuda":
             why = hw.notes[0] if hw.notes else f"torch {hw.torch} sees no CUDA device"
@@ -98,52 +132,73 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
             why = kernels.get(name).shape_reason(self._problem(resolved, resolved.seqs[0], hw))
             if why:
                 raise UsageError(f"--impl {name}: {why}")
+        overrides = {k: getattr(config, k) for k in TILE_FLAGS if getattr(config, k) is not None}
+        if overrides:
+            tile_with(None, config.head_dim, overrides)  # a bad override is bad input now
         return resolved
 
     @staticmethod
-    def _problem(config: AttentionConfig, seq: int, hw: HardwareInfo) -> AttentionProblem:
+    def _problem(config: AttentionConfig, seq: int, hw: HardwareInfo,
+                 window: int | None = None) -> AttentionProblem:
         cc = hw.gpu.compute_capability if (config.device == "cuda" and hw.gpu) else None
         return AttentionProblem(
             batch=config.batch, heads=config.heads, kv_heads=config.kv_heads or config.heads,
             seq=seq, head_dim=config.head_dim, dtype=config.dtype or "fp32",
             causal=config.causal, mode=config.mode, device=config.device or "cpu",
-            compute_capability=cc)
+            compute_capability=cc, window=window)
 
     def plan(self, config: AttentionConfig, ctx: PlanContext) -> list[CasePlan]:
-        tile = ctx.profile.tile_for(config.head_dim)
+        tile = tile_with(ctx.profile, config.head_dim,
+                         {k: getattr(config, k) for k in TILE_FLAGS})
+        if config.varlen is not None:
+            from llmbench.benches.attention_varlen import plan_varlen
+
+            return plan_varlen(config, ctx, tile)
+        windows: list[int | None] = [None] if config.window is None else [None, config.window]
         plans = []
         for seq in config.seqs:
-            problem = self._problem(config, seq, ctx.hw)
             for name in config.impls or kernels.default_names():
-                impl = kernels.get(name)
-                params: dict[str, Any] = {
-                    "impl": name, "seq": seq, "batch": config.batch, "heads": config.heads,
-                    "kv_heads": problem.kv_heads, "head_dim": config.head_dim,
-                    "dtype": problem.dtype, "causal": config.causal, "mode": config.mode,
-                    "device": problem.device,
-                }
-                if impl.uses_tile:
-                    params.update(block_m=tile.block_m, block_n=tile.block_n)
-                extra = impl.predicted_extra_bytes(problem, tile)
-                plans.append(CasePlan(
-                    name=f"{name}/seq={seq}/{config.mode}",
-                    params=params,
-                    run_args={"seed": config.seed, "check_rows": config.check_rows,
-                              "check_seq": config.check_seq,
-                              "timing": config.timing.model_dump(),
-                              "compute_capability": problem.compute_capability},
-                    predicted_memory_bytes=extra,
-                    required_memory_bytes=problem.input_bytes + extra,
-                    unavailable=impl.unavailable(problem),
-                ))
+                for window in windows:
+                    plans.append(self._case(config, ctx, tile, name, seq, window))
         return plans
+
+    def _case(self, config: AttentionConfig, ctx: PlanContext, tile: AttentionTile, name: str,
+              seq: int, window: int | None) -> CasePlan:
+        impl = kernels.get(name)
+        problem = self._problem(config, seq, ctx.hw, window)
+        params: dict[str, Any] = {
+            "impl": name, "seq": seq, "batch": config.batch, "heads": config.heads,
+            "kv_heads": problem.kv_heads, "head_dim": config.head_dim, "dtype": problem.dtype,
+            "causal": config.causal, "mode": config.mode, "device": problem.device,
+        }
+        label = f"{name}/seq={seq}/{config.mode}"
+        if config.window is not None:
+            params["window"] = window
+            label += "/causal" if window is None else f"/window={window}"
+        if impl.uses_tile:
+            params.update(tile.model_dump(exclude={"head_dim"}))
+        unavailable = impl.unavailable(problem)
+        if window is not None and not impl.window and not unavailable:
+            unavailable = f"{name} has no sliding window (it takes no attention mask)"
+        extra = impl.predicted_extra_bytes(problem, tile)
+        return CasePlan(
+            name=label, params=params,
+            run_args={"seed": config.seed, "check_rows": config.check_rows,
+                      "check_seq": config.check_seq, "timing": config.timing.model_dump(),
+                      "compute_capability": problem.compute_capability},
+            predicted_memory_bytes=extra, required_memory_bytes=problem.input_bytes + extra,
+            unavailable=unavailable)
 
     def summarize(self, config: AttentionConfig, cases: list[CaseResult],
                   ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
         dtype = config.dtype or "fp32"
         peak = ctx.profile.peak_tflops(dtype, ctx.hw)
-        standard = {(c.params["seq"], c.params["mode"]): c for c in cases
-                    if c.params["impl"] == "standard" and c.ok}
+        if config.varlen is not None:
+            from llmbench.benches.attention_varlen import summarize_varlen
+
+            return summarize_varlen(config, cases, peak)
+        standard = {(c.params["seq"], c.params["mode"], c.params.get("window")): c
+                    for c in cases if c.params["impl"] == "standard" and c.ok}
         out = []
         for case in cases:
             metrics = dict(case.metrics)
@@ -151,7 +206,8 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
                 tflops = metrics.get("throughput_tflops")
                 if peak and isinstance(tflops, float):
                     metrics["peak_utilization_pct"] = 100.0 * tflops / peak
-                base = standard.get((case.params["seq"], case.params["mode"]))
+                base = standard.get((case.params["seq"], case.params["mode"],
+                                     case.params.get("window")))
                 if base is not None and base.time() and case.time():
                     metrics["speedup_vs_standard_x"] = base.time().median / case.time().median
                     base_mem = base.metrics.get("peak_memory_bytes")
@@ -162,10 +218,45 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         summary: dict[str, Any] = {
             "peak_tflops": peak,
             "peak_source": f"profile {ctx.profile.name}",
-            "scaling": _scaling(out),
+            "scaling": _scaling([c for c in out if c.params.get("window") is None]),
             "standard_limit": _standard_limit(config, out, ctx, self._problem),
         }
+        if config.window is not None:
+            summary["window"] = _window_summary(config, out)
         return out, summary
+
+
+def tile_with(profile: Profile | None, head_dim: int,
+              overrides: dict[str, int | None]) -> AttentionTile:
+    """The profile's tile for `head_dim` with the user's overrides, validated; a bad value is a
+    one-line error naming its flag."""
+    base = profile.tile_for(head_dim).model_dump() if profile else {
+        "head_dim": (1, 1024), "block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 2}
+    try:
+        return AttentionTile(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+    except ValueError as exc:
+        err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        flag = TILE_FLAGS.get(str(err["loc"][0]) if err["loc"] else "", "tile")
+        raise UsageError(f"{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _window_summary(config: AttentionConfig, cases: list[CaseResult]) -> dict[str, Any]:
+    """Per impl and seq: the FLOP ratio a window should give (exact pair counts) next to the
+    time and memory ratios it gave."""
+    out: dict[str, Any] = {}
+    by = {(c.params["impl"], c.params["seq"], c.params.get("window")): c for c in cases if c.ok}
+    for (impl, seq, window), case in by.items():
+        full = by.get((impl, seq, None))
+        if window is None or full is None:
+            continue
+        expected = (attended_pairs(seq, causal=True, window=window)
+                    / attended_pairs(seq, causal=True, window=seq))
+        out[f"{impl}/seq={seq}"] = {
+            "window": window, "expected_flop_ratio": expected,
+            "time_ratio": case.time().median / full.time().median,
+            "memory_ratio": (case.metrics["peak_memory_bytes"]
+                             / max(1, full.metrics["peak_memory_bytes"]))}
+    return out
 
 
 def _scaling(cases: list[CaseResult]) -> dict[str, dict[str, Any]]:
@@ -218,6 +309,10 @@ def _standard_limit(config: AttentionConfig, cases: list[CaseResult], ctx: PlanC
 
 
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    if "varlen" in payload["params"]:
+        from llmbench.benches.attention_varlen import run_varlen_case
+
+        return run_varlen_case(payload)
     import torch
 
     from llmbench.core.memory import measure_peak
@@ -232,8 +327,11 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     problem = AttentionProblem(
         batch=p["batch"], heads=p["heads"], kv_heads=p["kv_heads"], seq=p["seq"],
         head_dim=p["head_dim"], dtype=p["dtype"], causal=p["causal"], mode=p["mode"],
-        device=p["device"], compute_capability=payload.get("compute_capability"))
-    tile = {k: p[k] for k in ("block_m", "block_n") if k in p}
+        device=p["device"], compute_capability=payload.get("compute_capability"),
+        window=p.get("window"))
+    tile = {k: p[k] for k in TILE_FLAGS if k in p}
+    if p.get("window") is not None:
+        tile["window"] = p["window"]
     scale = 1.0 / math.sqrt(p["head_dim"])
     backward = p["mode"] == "fwd+bwd"
     to_impl = (lambda t: t.transpose(1, 2).contiguous()) if impl.layout == "bshd" else None
@@ -273,7 +371,8 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
 
     rows = check_rows(p["seq"], payload["check_rows"])
     ref = reference_attention(as_bhsd(q).detach(), as_bhsd(k).detach(), as_bhsd(v).detach(),
-                              causal=p["causal"], scale=scale, rows=rows.to(device))
+                              causal=p["causal"], scale=scale, rows=rows.to(device),
+                              window=p.get("window"))
     max_err = (as_bhsd(out)[:, :, rows.to(device)].double() - ref).abs().max().item()
     del out, ref
 
@@ -292,6 +391,10 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "error_rows_checked": int(rows.numel()),
         "flops_per_call": attention_flops(problem),
     }
+    if p["impl"] == "triton":
+        from llmbench.kernels.triton_flash import last_launch
+
+        metrics["launched_tile"] = " ".join(f"{k}={v}" for k, v in sorted(last_launch.items()))
     if backward:
         metrics["grad_max_abs_error"] = _grad_error(
             fn, make_inputs(min(p["seq"], payload["check_seq"]), payload["seed"] + 1),
@@ -310,7 +413,8 @@ def _grad_error(fn, inputs, causal, scale, tile, as_bhsd) -> float:  # noqa: ANN
     out = fn(q, k, v, causal=causal, scale=scale, **tile)
     grads = torch.autograd.grad(out, (q, k, v), dout)
     q64, k64, v64 = (as_bhsd(t).detach().double().requires_grad_() for t in (q, k, v))
-    ref = reference_attention(q64, k64, v64, causal=causal, scale=scale)
+    ref = reference_attention(q64, k64, v64, causal=causal, scale=scale,
+                              window=tile.get("window"))
     ref_grads = torch.autograd.grad(ref, (q64, k64, v64), as_bhsd(dout).double())
     return max((as_bhsd(g).double() - r).abs().max().item()
                for g, r in zip(grads, ref_grads, strict=True))

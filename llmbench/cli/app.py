@@ -18,6 +18,7 @@ from llmbench.cli.formats import precision, schedule
 from llmbench.cli.kvcache import kvcache
 from llmbench.cli.schema import schema
 from llmbench.cli.training import accum, amp, checkpoint, optim
+from llmbench.cli.tune import tune_app
 from llmbench.core.errors import UsageError
 
 app = typer.Typer(
@@ -60,6 +61,7 @@ app.command(name="accum")(accum)
 app.command(name="align")(align)
 app.command(name="precision")(precision)
 app.command(name="schedule")(schedule)
+app.add_typer(tune_app, name="tune")
 app.command(name="run")(run)
 app.command(name="compare")(compare)
 app.command(name="export")(export)

@@ -22,6 +22,7 @@ from llmbench.core.units import parse_int_sweep
 from llmbench.kernels import names as impl_names
 
 _SHAPE = "Shape"
+_TILE = "Tiles (tiled, triton)"
 
 
 def attention(
@@ -47,6 +48,24 @@ def attention(
     device: Annotated[Literal["cpu", "cuda"] | None, typer.Option(
         help="[default: cuda when a usable GPU is present, else cpu]")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    window: Annotated[int | None, typer.Option(
+        help="A left sliding window of this many keys: every impl runs with it and fully "
+        "causal, and the time ratio is set against the expected FLOP ratio.",
+        rich_help_panel=_SHAPE)] = None,
+    varlen: Annotated[str | None, typer.Option(
+        help="Packed sequences of these lengths (128,512,2048 or random:COUNT:MIN:MAX) "
+        "against padding to the longest.", rich_help_panel=_SHAPE)] = None,
+    block_m: Annotated[int | None, typer.Option(
+        help="Override the profile's tile: query rows per tile.", rich_help_panel=_TILE)] = None,
+    block_n: Annotated[int | None, typer.Option(
+        help="Override the profile's tile: key rows per tile.", rich_help_panel=_TILE)] = None,
+    warps: Annotated[int | None, typer.Option(
+        help="Override the profile's tile: warps per program.", rich_help_panel=_TILE)] = None,
+    stages: Annotated[int | None, typer.Option(
+        help="Override the profile's tile: pipeline stages.", rich_help_panel=_TILE)] = None,
+    interpret: Annotated[bool, typer.Option(
+        "--interpret", help="Run the Triton kernel on the CPU through Triton's interpreter "
+        "(fp32, slow; small shapes).", rich_help_panel=_TILE)] = False,
     max_time: MaxTimeOption = 10.0,
     profile: ProfileOption = None,
     timeout: TimeoutOption = 600.0,
@@ -62,13 +81,16 @@ def attention(
     exponents of memory and time in seq are fitted.
     """
     from llmbench.benches.attention import AttentionConfig
+    from llmbench.benches.attention_varlen import parse_lengths
     from llmbench.core.timing import TimingPolicy
 
     seqs = [v for text in (seq or ["4096"]) for v in parse_int_sweep(text, what="--seq")]
     config = build_config(
         AttentionConfig, impls=split_list(impl), seqs=seqs, batch=batch, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, dtype=dtype, causal=causal, mode=mode,
-        device=device, seed=seed,
+        device=device, seed=seed, window=window,
+        varlen=parse_lengths(varlen, seed=seed) if varlen else None, block_m=block_m,
+        block_n=block_n, num_warps=warps, num_stages=stages, interpret=interpret,
         timing=TimingPolicy(max_time_s=max_time, min_time_s=min(1.0, max_time)))
     run_and_emit("attention", config, json_path=json_path, fmt=fmt, quiet=quiet,
                  profile=profile, timeout=timeout, isolate=isolate)

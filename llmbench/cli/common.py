@@ -40,7 +40,8 @@ MaxTimeOption = Annotated[float, typer.Option(
 
 # Config field -> the flag a user typed, for error messages.
 _FLAG_NAMES = {"seqs": "--seq", "impls": "--impl", "config_path": "--config",
-               "memory_bytes": "--memory", "kinds": "--kinds"}
+               "memory_bytes": "--memory", "kinds": "--kinds", "num_warps": "--warps",
+               "num_stages": "--stages"}
 
 
 def stdout() -> Console:
@@ -155,8 +156,9 @@ def validate_only() -> Iterator[None]:
 
 def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
                  fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
-                 isolate: bool) -> None:
-    """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130."""
+                 isolate: bool, return_doc: bool = False) -> Any:
+    """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130.
+    With `return_doc`, the document is returned for the command to use further."""
     from llmbench import benches, report
     from llmbench.core.results import write_document
     from llmbench.core.runner import Interrupted, RunOptions, run_benchmark
@@ -191,3 +193,4 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
     if interrupted:
         err.print(f"interrupted: {len(doc.cases)} finished case(s) kept", highlight=False)
         raise typer.Exit(130)
+    return doc if return_doc else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -80,6 +81,32 @@ def _flash_attn_shape(p: AttentionProblem) -> str | None:
     return None
 
 
+def interpreting() -> bool:
+    """Triton kernels run through Triton's interpreter on the CPU (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _triton(p: AttentionProblem) -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'llmbench[triton]')"
+    if p.device != "cuda":
+        if not interpreting():
+            return ("Triton kernels need a GPU; --interpret (TRITON_INTERPRET=1) runs them on "
+                    "the CPU through Triton's interpreter, slowly")
+        if p.dtype != "fp32":
+            return "Triton's interpreter computes in fp32 only (numpy has no bf16)"
+        return None
+    if (p.compute_capability or (0, 0)) < (7, 5):
+        return f"llmbench's Triton kernel needs compute capability >= 7.5, not {_cc(p)}"
+    return None
+
+
+def _triton_shape(p: AttentionProblem) -> str | None:
+    if p.head_dim > 256:
+        return f"llmbench's Triton kernel supports head dims up to 256, got {p.head_dim}"
+    return None
+
+
 @dataclass(frozen=True)
 class AttentionImpl:
     name: str
@@ -93,6 +120,8 @@ class AttentionImpl:
     factory_arg: str | None = None
     uses_tile: bool = False
     in_default_sweep: bool = True  # `llmbench attention` without --impl runs it
+    window: bool = True  # takes a left sliding window (window=W)
+    varlen: str | None = None  # "module:function" of its packed (cu_seqlens) form, if any
 
     def unavailable(self, p: AttentionProblem) -> str | None:
         return self.shape_reason(p) or self.device_reason(p)
@@ -101,6 +130,10 @@ class AttentionImpl:
         module, _, attr = self.target.partition(":")
         obj = getattr(importlib.import_module(module), attr)
         return obj(self.factory_arg) if self.factory_arg else obj
+
+    def load_varlen(self) -> Callable[..., Any]:
+        module, _, attr = (self.varlen or "").partition(":")
+        return getattr(importlib.import_module(module), attr)
 
     def predicted_extra_bytes(self, p: AttentionProblem, tile: Any = None) -> int:
         module, _, attr = self.predict.partition(":")
@@ -119,24 +152,30 @@ IMPLS: dict[str, AttentionImpl] = {
                       factory_arg="sdpa", in_default_sweep=False),
         AttentionImpl("sdpa-flash", "torch SDPA, FlashAttention backend", "O(seq)", "bhsd",
                       f"{_K}.sdpa:make", f"{_K}.sdpa:predicted_fused_extra_bytes",
-                      device_reason=_sdpa_flash, factory_arg="sdpa-flash"),
+                      device_reason=_sdpa_flash, factory_arg="sdpa-flash", window=False),
         AttentionImpl("sdpa-efficient", "torch SDPA, memory-efficient (xFormers) backend",
                       "O(seq)", "bhsd", f"{_K}.sdpa:make",
                       f"{_K}.sdpa:predicted_fused_extra_bytes",
                       device_reason=_sdpa_efficient, factory_arg="sdpa-efficient"),
         AttentionImpl("sdpa-cudnn", "torch SDPA, cuDNN backend", "O(seq)", "bhsd",
                       f"{_K}.sdpa:make", f"{_K}.sdpa:predicted_fused_extra_bytes",
-                      device_reason=_sdpa_cudnn, factory_arg="sdpa-cudnn"),
+                      device_reason=_sdpa_cudnn, factory_arg="sdpa-cudnn", window=False),
         AttentionImpl("sdpa-math", "torch SDPA, math backend (the unfused reference)",
                       "O(seq^2)", "bhsd", f"{_K}.sdpa:make",
                       f"{_K}.sdpa:predicted_math_extra_bytes", factory_arg="sdpa-math"),
         AttentionImpl("flash-attn", "the flash-attn package, flash_attn_func", "O(seq)",
                       "bshd", f"{_K}.flash_attn:flash_attention",
                       f"{_K}.sdpa:predicted_fused_extra_bytes",
-                      device_reason=_flash_attn, shape_reason=_flash_attn_shape),
+                      device_reason=_flash_attn, shape_reason=_flash_attn_shape,
+                      varlen=f"{_K}.flash_attn:flash_varlen_attention"),
         AttentionImpl("tiled", "llmbench's pure-PyTorch FlashAttention (tiles from the profile)",
                       "O(seq)", "bhsd", f"{_K}.tiled:tiled_attention",
                       f"{_K}.tiled:predicted_extra_bytes", uses_tile=True),
+        AttentionImpl("triton", "llmbench's FlashAttention-2 in Triton (tiles from the profile)",
+                      "O(seq)", "bhsd", f"{_K}.triton_flash:triton_attention",
+                      f"{_K}.sdpa:predicted_fused_extra_bytes", device_reason=_triton,
+                      shape_reason=_triton_shape, uses_tile=True,
+                      varlen=f"{_K}.triton_flash:triton_varlen_attention"),
     ]
 }
 

@@ -25,6 +25,7 @@ class AttentionProblem:
     mode: Mode
     device: str  # "cpu" | "cuda"
     compute_capability: tuple[int, int] | None = None
+    window: int | None = None  # a left sliding window (with causal)
 
     @property
     def groups(self) -> int:
@@ -73,10 +74,19 @@ def _replace(p: AttentionProblem, **changes: object) -> AttentionProblem:
     return replace(p, **changes)
 
 
+def attended_pairs(seq: int, *, causal: bool, window: int | None = None) -> float:
+    """(query, key) pairs that take part: seq^2; causal, seq^2 / 2 (DESIGN.md's convention);
+    with a left window W, exactly sum over i of min(i, W) + 1."""
+    if window is not None:
+        w = min(window, seq - 1)
+        # rows 0..w see i + 1 keys; the remaining rows see w + 1 each
+        return (w + 1) * (w + 2) / 2 + (seq - w - 1) * (w + 1)
+    return seq * seq / 2 if causal else float(seq * seq)
+
+
 def attention_flops(p: AttentionProblem) -> float:
-    """DESIGN.md: forward 4 * batch * seq^2 * heads * head_dim, halved when causal; backward
-    2.5x forward (so forward + backward is 3.5x)."""
-    fwd = 4.0 * p.batch * p.seq * p.seq * p.heads * p.head_dim
-    if p.causal:
-        fwd /= 2
+    """DESIGN.md: forward 4 * batch * seq^2 * heads * head_dim, halved when causal (a left
+    window counts its pairs exactly); backward 2.5x forward (so forward + backward is 3.5x)."""
+    fwd = 4.0 * p.batch * p.heads * p.head_dim * attended_pairs(p.seq, causal=p.causal,
+                                                                 window=p.window)
     return fwd * (3.5 if p.mode == "fwd+bwd" else 1.0)

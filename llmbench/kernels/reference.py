@@ -9,12 +9,13 @@ import torch
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                         scale: float | None = None, rows: torch.Tensor | None = None,
-                        chunk: int = 64) -> torch.Tensor:
+                        chunk: int = 64, window: int | None = None) -> torch.Tensor:
     """softmax(Q K^T * scale + causal mask) V in fp64, for all query rows or only `rows`.
 
     Layout (batch, heads, seq, dim); K/V may have fewer heads (GQA). Rows are computed `chunk`
     at a time so that a full-size check needs memory for chunk x seq scores, not seq x seq.
     Differentiable (no in-place ops on graph tensors), for checking gradients at small sizes.
+    `window`: a left sliding window (query i sees keys i - window .. i, with causal).
     """
     b, h, s, d = q.shape
     g = h // k.shape[1]
@@ -29,6 +30,8 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ca
         scores = (q[:, :, r].double() @ k64.transpose(-2, -1)) * scale
         if causal:
             scores = scores.masked_fill(keys[None, :] > r[:, None], float("-inf"))
+        if window is not None:
+            scores = scores.masked_fill(keys[None, :] < r[:, None] - window, float("-inf"))
         outs.append(torch.softmax(scores, dim=-1) @ v64)
     return torch.cat(outs, dim=2)
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from llmbench.core.errors import CaseUnavailable, one_line
+from llmbench.kernels.standard import band_mask
 
 BACKENDS = {
     "sdpa": None,  # torch's own choice of backend
@@ -25,16 +26,23 @@ def make(name: str) -> Callable[..., torch.Tensor]:
     backend = BACKENDS[name]
 
     def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                  scale: float | None = None, **_: object) -> torch.Tensor:
+                  scale: float | None = None, window: int | None = None,
+                  **_: object) -> torch.Tensor:
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
         gqa = k.shape[1] != q.shape[1]
+        mask = None
+        if window is not None:  # SDPA has no window: an explicit boolean mask (True = attend)
+            mask = ~band_mask(q.shape[2], k.shape[2], causal=True, window=window,
+                              device=q.device)
+            causal = False
         if backend is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale,
-                                                  enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                  scale=scale, enable_gqa=gqa)
         with warnings.catch_warnings(record=True) as caught, sdpa_kernel(backend):
             warnings.simplefilter("always")
             try:
-                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale,
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                      is_causal=causal, scale=scale,
                                                       enable_gqa=gqa)
             except RuntimeError as exc:
                 if "No viable backend" not in str(exc):

@@ -27,14 +27,27 @@ def _group_rows(x: torch.Tensor, kvh: int, i0: int, i1: int) -> torch.Tensor:
     return x[:, :, i0:i1].float().reshape(b, kvh, g * (i1 - i0), d)
 
 
-def _causal_mask(i0: int, i1: int, j0: int, j1: int, g: int, device: torch.device) -> torch.Tensor:
+def _mask(i0: int, i1: int, j0: int, j1: int, g: int, window: int | None,
+          device: torch.device) -> torch.Tensor:
+    """True where the query may not attend: after it (causal) or more than `window` back."""
     rows = torch.arange(i0, i1, device=device).repeat(g)  # the group's heads are stacked
     cols = torch.arange(j0, j1, device=device)
-    return cols[None, :] > rows[:, None]
+    masked = cols[None, :] > rows[:, None]
+    if window is not None:
+        masked |= cols[None, :] < rows[:, None] - window
+    return masked
+
+
+def _needs_mask(i0: int, i1: int, j0: int, j1: int, causal: bool, window: int | None) -> bool:
+    """Does the (query i0..i1, key j0..j1) tile cross the diagonal or the window's edge?"""
+    crosses_diagonal = causal and j1 - 1 > i0
+    crosses_window = window is not None and j0 < i1 - 1 - window
+    return crosses_diagonal or crosses_window
 
 
 def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-             block_m: int, block_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+             block_m: int, block_n: int, window: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     b, h, s, d = q.shape
     kvh, sk = k.shape[1], k.shape[2]
     g = h // kvh
@@ -51,14 +64,17 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sc
         l = torch.zeros((b, kvh, rows), device=q.device)  # noqa: E741 - the paper's name
         acc = torch.zeros((b, kvh, rows, d), device=q.device)
         j_end = min(i1, sk) if causal else sk  # keys past the last query row are all masked
-        for j0 in range(0, j_end, block_n):
+        j_start = 0 if window is None else max(0, i0 - window) // block_n * block_n
+        for j0 in range(j_start, j_end, block_n):
             j1 = min(j0 + block_n, j_end)
             scores = qi @ kf[:, :, j0:j1].transpose(-2, -1)  # (b, kvh, rows, j1 - j0)
-            if causal and j1 - 1 > i0:  # the tile crosses the diagonal
-                scores.masked_fill_(_causal_mask(i0, i1, j0, j1, g, q.device), float("-inf"))
+            if _needs_mask(i0, i1, j0, j1, causal, window):
+                scores.masked_fill_(_mask(i0, i1, j0, j1, g, window, q.device), float("-inf"))
             m_new = torch.maximum(m, scores.amax(dim=-1))
-            p = torch.exp(scores - m_new.unsqueeze(-1))
-            alpha = torch.exp(m - m_new)
+            # A row may see no key in this tile (window): keep exp away from -inf - -inf.
+            m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+            p = torch.exp(scores - m_safe.unsqueeze(-1))
+            alpha = torch.exp(m - m_safe)
             l = l * alpha + p.sum(dim=-1)  # noqa: E741
             acc = acc * alpha.unsqueeze(-1) + p @ vf[:, :, j0:j1]
             m = m_new
@@ -69,7 +85,8 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sc
 
 def _backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               out: torch.Tensor, lse: torch.Tensor, causal: bool, scale: float, block_m: int,
-              block_n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              block_n: int, window: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b, h, s, d = q.shape
     kvh, sk = k.shape[1], k.shape[2]
     g = h // kvh
@@ -87,14 +104,15 @@ def _backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
         dkj = torch.zeros_like(kj)
         dvj = torch.zeros_like(vj)
         first = (j0 // block_m) * block_m if causal else 0  # earlier query blocks see none of it
-        for i0 in range(first, s, block_m):
+        last = s if window is None else min(s, j1 + window)  # later ones are past the window
+        for i0 in range(first, last, block_m):
             i1 = min(i0 + block_m, s)
             n = i1 - i0
             qi = _group_rows(q, kvh, i0, i1)
             doi = _group_rows(do, kvh, i0, i1)
             scores = (qi @ kj.transpose(-2, -1)) * scale
-            if causal and j1 - 1 > i0:
-                scores.masked_fill_(_causal_mask(i0, i1, j0, j1, g, q.device), float("-inf"))
+            if _needs_mask(i0, i1, j0, j1, causal, window):
+                scores.masked_fill_(_mask(i0, i1, j0, j1, g, window, q.device), float("-inf"))
             lse_i = lse_g[:, :, :, i0:i1].reshape(b, kvh, g * n)
             p = torch.exp(scores - lse_i.unsqueeze(-1))
             dvj += p.transpose(-2, -1) @ doi
@@ -109,27 +127,31 @@ def _backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
 class _TiledAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale, block_m, block_n):  # noqa: ANN001
-        out, lse = _forward(q, k, v, causal, scale, block_m, block_n)
+    def forward(ctx, q, k, v, causal, scale, block_m, block_n, window):  # noqa: ANN001
+        out, lse = _forward(q, k, v, causal, scale, block_m, block_n, window)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.args = (causal, scale, block_m, block_n)
+        ctx.args = (causal, scale, block_m, block_n, window)
         return out
 
     @staticmethod
     def backward(ctx, do):  # noqa: ANN001
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = _backward(do.contiguous(), q, k, v, out, lse, *ctx.args)
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                     scale: float | None = None, block_m: int = DEFAULT_BLOCK_M,
-                    block_n: int = DEFAULT_BLOCK_N, **_: object) -> torch.Tensor:
-    """q: (batch, heads, seq, dim); k, v: (batch, kv_heads, seq_k, dim). Exact, O(seq) memory."""
+                    block_n: int = DEFAULT_BLOCK_N, window: int | None = None,
+                    **_: object) -> torch.Tensor:
+    """q: (batch, heads, seq, dim); k, v: (batch, kv_heads, seq_k, dim). Exact, O(seq) memory.
+    `window`: a left sliding window (with causal); tiles wholly outside it are skipped."""
+    if window is not None and not causal:
+        raise ValueError("a sliding window is a left window: it needs causal=True")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        return _TiledAttention.apply(q, k, v, causal, scale, block_m, block_n)
-    return _forward(q, k, v, causal, scale, block_m, block_n)[0]
+        return _TiledAttention.apply(q, k, v, causal, scale, block_m, block_n, window)
+    return _forward(q, k, v, causal, scale, block_m, block_n, window)[0]
 
 
 def predicted_extra_bytes(p, tile=None) -> int:  # noqa: ANN001 - AttentionProblem, tile

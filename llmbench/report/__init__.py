@@ -17,6 +17,7 @@ _RENDERERS = {
     "accum": "llmbench.report.training:render_accum",
     "align": "llmbench.report.align:render",
     "precision": "llmbench.report.formats:render_precision",
+    "tune": "llmbench.report.tune:render",
     "schedule": "llmbench.report.formats:render_schedule",
 }
 

@@ -21,13 +21,18 @@ from llmbench.report.tables import (
 
 def render(doc: ResultDocument, console: Console) -> None:
     cfg = doc.config
+    if cfg.get("varlen"):
+        _render_varlen(doc, console)
+        return
     console.print(header(doc), highlight=False)
     console.print(
         f"batch {cfg['batch']} · heads {cfg['heads']} (kv {cfg['kv_heads']}) · head dim "
         f"{cfg['head_dim']} · {cfg['dtype']} · {'causal' if cfg['causal'] else 'non-causal'} · "
         f"{cfg['mode']}", highlight=False)
     table = new_table()
-    for col, justify in [("impl", "left"), ("seq", "right"), ("status", "left"),
+    windowed = cfg.get("window") is not None
+    for col, justify in [("impl", "left"), ("seq", "right")] + (
+            [("mask", "left")] if windowed else []) + [("status", "left"),
                          ("median", "right"), ("IQR", "right"), ("n", "right"),
                          ("TFLOP/s", "right"), ("% peak", "right"), ("peak mem", "right"),
                          ("predicted", "right"), ("max err", "right"), ("speed-up", "right"),
@@ -36,8 +41,10 @@ def render(doc: ResultDocument, console: Console) -> None:
     for case in doc.cases:
         m = case.metrics
         median, iqr = time_cells(case.time())
+        mask = ["causal" if case.params.get("window") is None
+                 else f"window {case.params['window']}"] if windowed else []
         table.add_row(
-            case.params["impl"], str(case.params["seq"]), status_cell(case), median, iqr,
+            case.params["impl"], str(case.params["seq"]), *mask, status_cell(case), median, iqr,
             str(case.time().n) if case.time() else "-",
             number(m.get("throughput_tflops"), "{:.3g}"),
             number(m.get("peak_utilization_pct"), "{:.1f}"),
@@ -58,12 +65,57 @@ def render(doc: ResultDocument, console: Console) -> None:
         lines.append(f"gradients vs fp64 at seq {worst.metrics['grad_check_seq']}: worst "
                      f"max abs error {worst.metrics['grad_max_abs_error']:.1e} "
                      f"({worst.params['impl']})")
+    tiles = {c.metrics["launched_tile"] for c in doc.cases if c.ok and "launched_tile" in c.metrics}
+    lines += [f"triton launched with {t}" for t in sorted(tiles)]
     print_lines(console, lines)
     _render_summary(doc, console)
 
 
+def _render_varlen(doc: ResultDocument, console: Console) -> None:
+    cfg, summary = doc.config, doc.summary
+    console.print(header(doc), highlight=False)
+    lengths = summary["lengths"]
+    console.print(f"{len(lengths)} sequences, {summary['total_tokens']:,} tokens (longest "
+                  f"{summary['longest']:,}) · heads {cfg['heads']} (kv {cfg['kv_heads']}) · "
+                  f"head dim {cfg['head_dim']} · {cfg['dtype']} · "
+                  f"{'causal' if cfg['causal'] else 'non-causal'} · {cfg['mode']}",
+                  highlight=False)
+    table = new_table()
+    for col, justify in [("case", "left"), ("status", "left"), ("median", "right"),
+                         ("IQR", "right"), ("n", "right"), ("eff. TFLOP/s", "right"),
+                         ("peak mem", "right"), ("FLOPs computed", "right"),
+                         ("wasted", "right"), ("max err", "right")]:
+        table.add_column(col, justify=justify)
+    for case in doc.cases:
+        m = case.metrics
+        median, iqr = time_cells(case.time())
+        table.add_row(case.name, status_cell(case), median, iqr,
+                      str(case.time().n) if case.time() else "-",
+                      number(m.get("throughput_tflops"), "{:.3g}"),
+                      bytes_cell(m.get("peak_memory_bytes")) if case.ok else "-",
+                      number(m.get("flops_computed"), "{:.3g}"),
+                      number(m.get("wasted_flops_pct"), "{:.1f} %"),
+                      number(m.get("max_abs_error"), "{:.1e}"))
+    console.print(table)
+    lines = reasons(doc.cases, key=lambda c: c.params["impl"])
+    lines.append(f"padding to the longest computes {summary['padded_flops']:.3g} FLOPs for "
+                 f"{summary['useful_flops']:.3g} needed: {summary['padded_flops_wasted_pct']:.1f}"
+                 " % wasted; eff. TFLOP/s counts the needed FLOPs only")
+    print_lines(console, lines)
+
+
 def _render_summary(doc: ResultDocument, console: Console) -> None:
     summary = doc.summary
+    window = summary.get("window") or {}
+    if window:
+        table = new_table()
+        for col in ("impl", "window", "expected FLOP ratio", "time ratio", "memory ratio"):
+            table.add_column(col, justify="left" if col == "impl" else "right")
+        for key, w in window.items():
+            table.add_row(key, str(w["window"]), f"{w['expected_flop_ratio']:.3f}",
+                          f"{w['time_ratio']:.3f}", f"{w['memory_ratio']:.3f}")
+        console.print("sliding window vs full causal at the same seq:", highlight=False)
+        console.print(table)
     scaling = summary.get("scaling") or {}
     if scaling:
         console.print("scaling with seq: fitted exponent k in value ~ seq^k", highlight=False)

@@ -336,3 +336,14 @@ def test_example_workflow_is_valid_yaml_with_the_steps():
     assert "llmbench run suites/ci-gpu.toml --out results" in text
     assert "llmbench compare baseline results --markdown --junit compare.xml" in text
     assert (ROOT / "suites" / "ci-gpu.toml").exists()
+
+
+DIST_COMMON = ["--nproc", "--backend", "--device", "--iters", "--warmup", "--timeout",
+               "--profile", "--json", "--format", "--quiet", "-q"]
+
+
+def test_distributed_flags_are_pinned():
+    assert _flags("comm") == sorted(DIST_COMMON + ["--collectives", "--sizes", "--dtype"])
+    assert _flags("ddp") == sorted(DIST_COMMON + [
+        "--strategies", "--model", "--batch", "--seq", "--lr", "--seed", "--zero-models",
+        "--zero-scheme", "--zero-ranks"])

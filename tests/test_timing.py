@@ -78,3 +78,16 @@ def test_noisy_calls_are_flagged():
                           block_ms=0.0)
     stats = measure(lambda: time.sleep(next(delays)), policy=policy)
     assert stats.noisy
+
+
+def test_lockstep_policy_makes_exactly_the_calls_asked_for():
+    """Every rank of a group must call a collective equally often: no adaptive stopping."""
+    from llmbench.core.timing import lockstep_policy
+
+    calls = []
+    stats = measure(lambda: calls.append(1), policy=lockstep_policy(warmup=3, iters=7))
+    assert len(calls) == 10 and stats.n == 7
+    slow = []
+    stats = measure(lambda: (slow.append(1), time.sleep(0.01)),
+                    policy=lockstep_policy(warmup=0, iters=2))
+    assert len(slow) == 2 and stats.n == 2  # no extra estimation call either

@@ -52,3 +52,28 @@ def test_parse_int_sweep_rejects(text, message):
 def test_one_line_keeps_first_line():
     assert one_line("\n  first\nsecond") == "first"
     assert len(one_line("x" * 1000, limit=50)) == 50
+
+
+def test_parse_size_sweep():
+    from llmbench.core.units import parse_size_sweep, size_label
+
+    assert parse_size_sweep("1KiB:8KiB", what="--sizes") == [1024, 2048, 4096, 8192]
+    assert parse_size_sweep("4KiB,1MiB", what="--sizes") == [4096, 2**20]
+    assert parse_size_sweep("1KiB:4KiB,1MiB", what="--sizes") == [1024, 2048, 4096, 2**20]
+    assert [size_label(n) for n in (1024, 2**26, 2**30, 1020)] == ["1KiB", "64MiB", "1GiB",
+                                                                     "1020B"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1GiB:1KiB", "runs backwards"),
+    ("4MiB,1KiB", "sizes out of order"),
+    ("1KiB:4KiB,2KiB", "sizes out of order"),
+    ("0", "sizes must be positive"),
+    ("lots", "not a size"),
+    ("", "no sizes given"),
+])
+def test_parse_size_sweep_rejects(text, message):
+    from llmbench.core.units import parse_size_sweep
+
+    with pytest.raises(UsageError, match=message):
+        parse_size_sweep(text, what="--sizes")

@@ -18,6 +18,8 @@ _REGISTRY = {
     "precision": "llmbench.benches.precision:PrecisionBenchmark",
     "tune": "llmbench.benches.tune:TuneBenchmark",
     "schedule": "llmbench.benches.schedule:ScheduleBenchmark",
+    "comm": "llmbench.benches.comm:CommBenchmark",
+    "ddp": "llmbench.benches.ddp:DDPBenchmark",
 }
 
 

@@ -13,13 +13,14 @@ from llmbench import __version__
 from llmbench.cli.align import align
 from llmbench.cli.attention import attention
 from llmbench.cli.ci import compare, export, report, run
+from llmbench.cli.dist import comm, ddp
 from llmbench.cli.env import env
 from llmbench.cli.formats import precision, schedule
 from llmbench.cli.kvcache import kvcache
 from llmbench.cli.schema import schema
 from llmbench.cli.training import accum, amp, checkpoint, optim
 from llmbench.cli.tune import tune_app
-from llmbench.core.errors import UsageError
+from llmbench.core.errors import RunFailed, UsageError
 
 app = typer.Typer(
     name="llmbench",
@@ -62,6 +63,8 @@ app.command(name="align")(align)
 app.command(name="precision")(precision)
 app.command(name="schedule")(schedule)
 app.add_typer(tune_app, name="tune")
+app.command(name="comm")(comm)
+app.command(name="ddp")(ddp)
 app.command(name="run")(run)
 app.command(name="compare")(compare)
 app.command(name="export")(export)
@@ -81,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         code = command.main(args=argv, prog_name="llmbench", standalone_mode=False)
     except UsageError as exc:
         _fail(str(exc))
+    except RunFailed as exc:  # a rank of a process group failed: the run cannot go on
+        _fail(str(exc), 1)
     except ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except typer.Abort:

@@ -156,9 +156,13 @@ def validate_only() -> Iterator[None]:
 
 def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
                  fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
-                 isolate: bool, return_doc: bool = False) -> Any:
+                 isolate: bool, return_doc: bool = False, distributed: bool = False) -> Any:
     """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130.
-    With `return_doc`, the document is returned for the command to use further."""
+    With `return_doc`, the document is returned for the command to use further.
+
+    `distributed`: the cases run on the ranks of a process group (`llmbench.dist`); under an
+    existing launch only rank 0 writes and prints, and a group that failed exits 1 after the
+    finished cases are written."""
     from llmbench import benches, report
     from llmbench.core.results import write_document
     from llmbench.core.runner import Interrupted, RunOptions, run_benchmark
@@ -176,12 +180,22 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
     err = stderr()
     if json_path is not None and json_path.is_dir():
         raise UsageError(f"--json {json_path}: is a directory; give a file name")
-    interrupted = False
-    try:
-        doc = run_benchmark(benches.get(bench_name), config, options=options,
-                            progress=ConsoleProgress(err, quiet=quiet))
-    except Interrupted as exc:
-        doc, interrupted = exc.document, True
+    interrupted, failure, log_path = False, None, None
+    if distributed:
+        from llmbench.dist.run import run_distributed
+
+        result = run_distributed(benches.get(bench_name), config, options=options,
+                                 progress=ConsoleProgress(err, quiet=quiet))
+        if not result.is_main:
+            return None
+        doc, interrupted = result.document, result.interrupted
+        failure, log_path = result.failure, result.log_path
+    else:
+        try:
+            doc = run_benchmark(benches.get(bench_name), config, options=options,
+                                progress=ConsoleProgress(err, quiet=quiet))
+        except Interrupted as exc:
+            doc, interrupted = exc.document, True
     if json_path is not None:
         write_document(doc, json_path)
     if fmt == "json":
@@ -193,4 +207,9 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
     if interrupted:
         err.print(f"interrupted: {len(doc.cases)} finished case(s) kept", highlight=False)
         raise typer.Exit(130)
+    if failure is not None:
+        sys.stderr.write(f"llmbench: error: {failure}\n")
+        if log_path is not None:
+            sys.stderr.write(f"llmbench: torchrun's output is kept in {log_path}\n")
+        raise typer.Exit(1)
     return doc if return_doc else None

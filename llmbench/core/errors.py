@@ -12,12 +12,27 @@ class UsageError(ValueError):
     """Bad input from the user (flags, files, profiles). Exit code 2, one line, no traceback."""
 
 
+class RunFailed(RuntimeError):
+    """The run as a whole cannot go on (a rank of its process group failed): exit code 1."""
+
+
 class CaseUnavailable(RuntimeError):
     """The implementation or backend a case needs does not exist on this device or install."""
 
 
 class CaseSkipped(RuntimeError):
     """The case could run, but was not (for example: it would not fit in free memory)."""
+
+
+class CaseFailed(RuntimeError):
+    """A case that ended with a given status (one of the result statuses) and reason, decided
+    elsewhere: the ranks of a process group agree on one outcome and all raise it."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        if status not in ("oom", "skipped", "unavailable", "error"):
+            raise ValueError(f"not a failure status: {status!r}")
+        super().__init__(reason)
+        self.status = status
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmbench.core import progress
-from llmbench.core.errors import CaseSkipped, CaseUnavailable, one_line
+from llmbench.core.errors import CaseFailed, CaseSkipped, CaseUnavailable, one_line
 
 Status = Literal["ok", "oom", "skipped", "unavailable", "error"]
 
@@ -60,6 +60,8 @@ def resolve(target: str) -> Any:
 
 def classify_exception(exc: BaseException) -> tuple[Status, str]:
     """Map an exception raised by a case to (status, one-line reason)."""
+    if isinstance(exc, CaseFailed):
+        return exc.status, one_line(str(exc))  # type: ignore[return-value]
     if isinstance(exc, CaseUnavailable):
         return "unavailable", one_line(str(exc))
     if isinstance(exc, CaseSkipped):
@@ -199,14 +201,20 @@ def _read_until_eof(fd: int, deadline: float, progress_fd: int | None = None,
             chunks.append(chunk)
 
 
-def _child_env(progress_fd: int) -> dict[str, str]:
+def child_environment() -> dict[str, str]:
+    """This process's environment, set so that a child Python imports what we can: llmbench
+    itself and the case's module."""
     env = dict(os.environ)
-    env[progress.ENV] = str(progress_fd)
-    # The child imports what the parent can: llmbench itself, and the case's module.
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([root, *paths]))
     env["PYTHONFAULTHANDLER"] = "1"
+    return env
+
+
+def _child_env(progress_fd: int) -> dict[str, str]:
+    env = child_environment()
+    env[progress.ENV] = str(progress_fd)
     return env
 
 

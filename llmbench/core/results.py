@@ -180,7 +180,7 @@ _HIGHER_SUFFIXES = ("_tflops", "_per_s", "accuracy", "accuracies", "_x", "utiliz
 # from two cases' times): they have a direction for exports and plots, but `compare` judges the
 # measurement they come from, not each restatement of it.
 _DERIVED = ("throughput_tflops", "peak_utilization_pct", "tokens_per_s", "decode_tokens_per_s",
-            "overhead_pct", "saved_pct")
+            "overhead_pct", "saved_pct", "bw_gb_per_s", "exposed_ms")
 
 
 def is_derived(name: str) -> bool:

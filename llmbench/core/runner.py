@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -33,6 +34,19 @@ class Progress(Protocol):
     def case_progress(self, plan: CasePlan, fields: dict[str, Any]) -> None: ...
     def case_finished(self, result: CaseResult) -> None: ...
     def end(self) -> None: ...
+
+
+class CaseExecutor(Protocol):
+    """Runs planned cases somewhere other than one process per case (the ranks of a process
+    group). Entered before the first case and left after the last, even on Ctrl-C."""
+
+    def __enter__(self) -> CaseExecutor: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def run(self, plan: CasePlan,
+            on_progress: Callable[[dict[str, Any]], None] | None) -> Outcome: ...
+
+
+ExecutorFactory = Callable[[Benchmark, BaseModel, list[CasePlan], str], CaseExecutor]
 
 
 class Interrupted(Exception):  # noqa: N818 - it is a control-flow signal, like KeyboardInterrupt
@@ -81,7 +95,8 @@ def _result(plan: CasePlan, outcome: Outcome) -> CaseResult:
 
 
 def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
-             on_progress: Callable[[dict[str, Any]], None] | None = None) -> CaseResult:
+             on_progress: Callable[[dict[str, Any]], None] | None = None,
+             executor: CaseExecutor | None = None) -> CaseResult:
     if plan.unavailable:
         return _result(plan, Outcome("unavailable", reason=plan.unavailable))
     if plan.required_memory_bytes:
@@ -91,7 +106,9 @@ def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
                 f"needs about {format_bytes(plan.required_memory_bytes)}, "
                 f"{format_bytes(free)} free on {device}")))
     payload = {"params": plan.params, **plan.run_args}
-    if options.isolate and bench.isolated:
+    if executor is not None:
+        outcome = executor.run(plan, on_progress)
+    elif options.isolate and bench.isolated:
         outcome = run_isolated(bench.case_target, payload, timeout_s=options.timeout_s,
                                on_progress=on_progress)
     else:
@@ -100,9 +117,13 @@ def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
 
 
 def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | None = None,
-                  progress: Progress | None = None,
-                  hw: HardwareInfo | None = None) -> ResultDocument:
-    """Plan, run and summarize. Ctrl-C raises `Interrupted` carrying the finished cases."""
+                  progress: Progress | None = None, hw: HardwareInfo | None = None,
+                  executor: ExecutorFactory | None = None) -> ResultDocument:
+    """Plan, run and summarize. Ctrl-C raises `Interrupted` carrying the finished cases.
+
+    `executor(bench, config, plans, device)`: where the cases run instead of one (isolated)
+    process each, such as the ranks of a torch.distributed group.
+    """
     options = options or RunOptions()
     hw = hw or hardware.detect()
     config = bench.resolve(config, hw)
@@ -122,15 +143,17 @@ def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | 
     if progress:
         progress.begin(len(plans))
     try:
-        for plan in plans:
-            if progress:
-                progress.case_started(plan)
-            on_progress = ((lambda fields, p=plan: progress.case_progress(p, fields))
-                           if progress else None)
-            result = run_case(bench, plan, options, device, on_progress)
-            done.append(result)
-            if progress:
-                progress.case_finished(result)
+        with (executor(bench, config, plans, device) if executor
+              else contextlib.nullcontext()) as running:
+            for plan in plans:
+                if progress:
+                    progress.case_started(plan)
+                on_progress = ((lambda fields, p=plan: progress.case_progress(p, fields))
+                               if progress else None)
+                result = run_case(bench, plan, options, device, on_progress, running)
+                done.append(result)
+                if progress:
+                    progress.case_finished(result)
     except KeyboardInterrupt:
         if progress:
             progress.end()

@@ -34,6 +34,16 @@ class TimingPolicy(BaseModel):
     flush_l2: bool = Field(True, description="GPU: overwrite a 256 MiB buffer before each sample")
 
 
+def lockstep_policy(*, warmup: int, iters: int) -> TimingPolicy:
+    """Exactly `warmup` untimed calls, then exactly `iters` calls each timed alone.
+
+    For work every rank of a process group must call the same number of times (collectives,
+    data-parallel steps): the adaptive stopping rules would let ranks disagree and deadlock.
+    """
+    return TimingPolicy(warmup_s=0.0, min_warmup_runs=warmup, min_runs=iters, max_runs=iters,
+                        min_time_s=0.0, max_time_s=1e9, block_ms=0.0, flush_l2=False)
+
+
 def quantile(sorted_values: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default method)."""
     if not sorted_values:

@@ -79,6 +79,51 @@ def parse_int_sweep(text: str, *, what: str) -> list[int]:
     return sorted(set(values))
 
 
+def parse_size_sweep(text: str, *, what: str) -> list[int]:
+    """'1KiB:1GiB' (doubling) | '4KiB,1MiB,64MiB' (smallest first) -> byte counts."""
+    values: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ":" in part:
+            lo_s, _, hi_s = part.partition(":")
+            lo, hi = _size(lo_s, what), _size(hi_s, what)
+            if hi < lo:
+                raise UsageError(f"{what} {part!r} runs backwards: write SMALL:LARGE")
+            sweep = []
+            while lo <= hi:
+                sweep.append(lo)
+                lo *= 2
+        else:
+            sweep = [_size(part, what)]
+        if values and sweep[0] <= values[-1]:
+            raise UsageError(f"{what}: sizes out of order ({format_bytes(sweep[0])} after "
+                             f"{format_bytes(values[-1])}); list them from small to large")
+        values += sweep
+    if not values:
+        raise UsageError(f"{what}: no sizes given")
+    return values
+
+
+def _size(text: str, what: str) -> int:
+    try:
+        value = parse_bytes(text)
+    except UsageError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    if value <= 0:
+        raise UsageError(f"{what}: sizes must be positive, got {text.strip()!r}")
+    return value
+
+
+def size_label(n: int) -> str:
+    """A compact size for case names: 1024 -> '1KiB', 1536 -> '1536B'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return f"{n}B"
+
+
 def parse_int_list(texts: list[str], *, what: str) -> list[int]:
     """['0,100', '500'] -> [0, 100, 500]: non-negative integers, sorted and unique."""
     values = [_int(v, what) for text in texts for v in str(text).split(",") if v.strip()]

@@ -19,6 +19,8 @@ _RENDERERS = {
     "precision": "llmbench.report.formats:render_precision",
     "tune": "llmbench.report.tune:render",
     "schedule": "llmbench.report.formats:render_schedule",
+    "comm": "llmbench.report.dist:render_comm",
+    "ddp": "llmbench.report.dist:render_ddp",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmbench.core.results import CaseResult, ResultDocument
@@ -57,7 +58,7 @@ def reasons(cases: list[CaseResult], key: Callable[[CaseResult], str]) -> list[s
     for c in cases:
         if c.status != "ok" and c.reason:
             seen[(key(c), c.status, c.reason)] = None
-    return [f"[{STATUS_STYLE[s]}]{label}[/] {s}: {r}" for label, s, r in seen]
+    return [f"[{STATUS_STYLE[s]}]{escape(label)}[/] {s}: {escape(r)}" for label, s, r in seen]
 
 
 def noisy_note(cases: list[CaseResult], hint: str = " or raise --max-time") -> str | None:

@@ -12,11 +12,14 @@ import torch.nn.functional as F
 
 from llmbench.models.sizes import build
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+                "fp64": torch.float64}
 
 
 def device_of(name: str) -> torch.device:
-    return torch.device("cuda:0" if name == "cuda" else "cpu")
+    # "cuda" without an index is the current device: cuda:0 in one process, the rank's own GPU
+    # in a process group (each rank calls torch.cuda.set_device first).
+    return torch.device("cuda" if name == "cuda" else "cpu")
 
 
 def build_model(size: str, *, seed: int, device: str, **overrides: Any) -> torch.nn.Module:

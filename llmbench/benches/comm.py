@@ -1,0 +1,183 @@
+"""`llmbench comm`: how fast this machine's collectives are, per operation and message size.
+
+Each case is one collective at one size, timed on every rank in lock step (a fixed number of
+warm-up and timed calls); a sample is the slowest rank's time for that call. Reported with
+nccl-tests' conventions (github.com/NVIDIA/nccl-tests, doc/PERFORMANCE.md), with S the size
+of the largest buffer and t the median time:
+
+    algbw = S / t
+    busbw = algbw * factor:  all_reduce 2(n-1)/n; all_gather, reduce_scatter, all_to_all
+                             (n-1)/n; broadcast 1
+
+busbw is comparable across operations and rank counts: it approaches the slowest link's
+bandwidth. Next to each measurement, the ring model's time
+
+    t = steps * alpha + factor * S / B     (steps: all_reduce 2(n-1), the others n-1)
+
+with the latency alpha and bandwidth B fitted to the all_reduce sweep (relative least squares);
+the other operations are predicted from those two numbers, not fitted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from llmbench.benches.base import CasePlan, PlanContext
+from llmbench.benches.distributed import DistConfig, DistributedBenchmark
+from llmbench.benches.training import resolve_device
+from llmbench.core.errors import UsageError
+from llmbench.core.fit import two_term_fit
+from llmbench.core.hardware import HardwareInfo
+from llmbench.core.results import CaseResult
+from llmbench.core.timing import lockstep_policy
+from llmbench.core.units import DTYPE_BYTES, format_bytes, size_label
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all")
+CommDtype = Literal["fp32", "fp16", "bf16", "fp64"]
+DEFAULT_SIZES = {"cuda": (2**10, 2**30), "cpu": (2**10, 2**26)}  # 1 KiB..1 GiB, 1 KiB..64 MiB
+
+
+def bus_factor(collective: str, n: int) -> float:
+    """busbw / algbw (nccl-tests)."""
+    if collective == "all_reduce":
+        return 2 * (n - 1) / n
+    if collective == "broadcast":
+        return 1.0 if n > 1 else 0.0
+    return (n - 1) / n
+
+
+def ring_steps(collective: str, n: int) -> int:
+    """Latency terms of the ring algorithm: all_reduce is a reduce-scatter then an all-gather."""
+    return 2 * (n - 1) if collective == "all_reduce" else n - 1
+
+
+class CommConfig(DistConfig):
+    device: Literal["cpu", "cuda"] | None = None
+    collectives: list[str] = Field(default_factory=lambda: list(COLLECTIVES))
+    sizes: list[int] | None = Field(None, description="bytes, smallest first; None: 1KiB:1GiB "
+                                    "on cuda, 1KiB:64MiB on cpu (doubling)")
+    dtype: CommDtype = "fp32"
+
+    @field_validator("collectives")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in COLLECTIVES:
+                raise ValueError(f"unknown collective {name!r} (choose from "
+                                 f"{', '.join(COLLECTIVES)})")
+        if not v:
+            raise ValueError("no collectives given")
+        return list(dict.fromkeys(v))
+
+    @field_validator("sizes")
+    @classmethod
+    def _ordered(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            if any(s <= 0 for s in v):
+                raise ValueError("sizes must be positive")
+            if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+                raise ValueError("sizes out of order: list them from small to large")
+        return v
+
+
+def rounded_sizes(sizes: list[int], nproc: int, elem: int) -> list[int]:
+    """Each size down to a whole number of elements per rank (as nccl-tests does)."""
+    unit = nproc * elem
+    if sizes[0] < unit:
+        raise UsageError(f"--sizes {format_bytes(sizes[0])}: below one {elem}-byte element per "
+                         f"rank for {nproc} ranks ({unit} B)")
+    return list(dict.fromkeys(s // unit * unit for s in sizes))
+
+
+class CommBenchmark(DistributedBenchmark[CommConfig]):
+    name = "comm"
+    config_type = CommConfig
+    case_target = "llmbench.benches.comm:run_case"
+
+    def resolve(self, config: CommConfig, hw: HardwareInfo) -> CommConfig:
+        device = resolve_device(config, hw)
+        group = self.group_settings(config, hw, device)
+        lo, hi = DEFAULT_SIZES[device]
+        sizes = config.sizes or [lo << k for k in range((hi // lo).bit_length())]
+        return config.model_copy(update={
+            **group, "device": device,
+            "sizes": rounded_sizes(sizes, group["nproc"], DTYPE_BYTES[config.dtype])})
+
+    def plan(self, config: CommConfig, ctx: PlanContext) -> list[CasePlan]:
+        timing = lockstep_policy(warmup=config.warmup, iters=config.iters).model_dump()
+        return [CasePlan(
+            name=f"{c}/size={size_label(s)}",
+            params={"collective": c, "bytes": s, "dtype": config.dtype, "nproc": config.nproc,
+                    "backend": config.backend, "device": config.device},
+            run_args={"timing": timing})
+            for c in config.collectives for s in config.sizes]
+
+    def summarize(self, config: CommConfig, cases: list[CaseResult],
+                  ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
+        n = config.nproc
+        ok = [c for c in cases if c.ok and c.time()]
+        fit_on = [c for c in ok if c.params["collective"] == "all_reduce"]
+        source = "all_reduce"
+        if len(fit_on) < 2:
+            fit_on, source = ok, "all cases"
+        fit = two_term_fit(
+            [ring_steps(c.params["collective"], n) for c in fit_on],
+            [bus_factor(c.params["collective"], n) * c.params["bytes"] for c in fit_on],
+            [c.time().median / 1e3 for c in fit_on]) if n > 1 else None
+        if fit is None:
+            return cases, {"ring_model": None}
+        alpha, beta = fit
+        out = []
+        for case in cases:
+            if case.ok:
+                p = case.params
+                predicted = (ring_steps(p["collective"], n) * alpha
+                             + bus_factor(p["collective"], n) * p["bytes"] * beta)
+                case = case.model_copy(update={"metrics": {
+                    **case.metrics, "predicted_time_ms": predicted * 1e3}})
+            out.append(case)
+        return out, {"ring_model": {
+            "latency_us": alpha * 1e6,
+            "bandwidth_gb_per_s": 1 / beta / 1e9 if beta > 0 else None,
+            "fitted_on": source, "points": len(fit_on), "world_size": n,
+            "formula": "t = steps * latency + busbw_factor * bytes / bandwidth"}}
+
+
+# ------------------------------------------------------------------ one case, on every rank
+
+
+def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from llmbench.core.timing import TimeStats, TimingPolicy, measure
+    from llmbench.dist import collectives, group
+    from llmbench.train.loop import TORCH_DTYPES, device_of
+
+    p = payload["params"]
+    n, rank = group.world_size(), group.rank()
+    device = device_of(p["device"])
+    with group.local():
+        op, check = collectives.prepare(p["collective"], p["bytes"], TORCH_DTYPES[p["dtype"]],
+                                        device, rank, n)
+    with group.collective():
+        op()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    with group.local():
+        check()
+    with group.collective():
+        mine = measure(op, device=p["device"], policy=TimingPolicy(**payload["timing"]))
+        calls, per_rank = group.samples_across_ranks(mine.samples)
+    slowest = TimeStats.from_samples(calls)
+    seconds = slowest.median / 1e3
+    algbw = p["bytes"] / seconds / 1e9
+    return {
+        "time_ms": slowest.model_dump(),
+        "algbw_gb_per_s": algbw,
+        "busbw_gb_per_s": algbw * bus_factor(p["collective"], n),
+        "bus_factor": bus_factor(p["collective"], n),
+        "median_ms_per_rank": [TimeStats.from_samples(r).median for r in per_rank],
+        "result_checked": True,
+    }

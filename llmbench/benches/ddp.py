@@ -1,0 +1,247 @@
+"""`llmbench ddp`: what data parallelism costs per step and per rank, measured and predicted.
+
+Every rank trains the same built-in model (same seed) on its own synthetic batch with AdamW.
+
+- ddp: DistributedDataParallel. The step, the step inside `no_sync()` (the same compute with
+  no gradient all-reduce) and an all_reduce of the gradients' bytes alone. The exposed
+  communication is step - no_sync; its share of the step is what the backward pass did not
+  hide behind computation.
+- fsdp: FSDP2 (`fully_shard` on every block and the root): parameters, gradients and
+  optimizer states sharded, i.e. ZeRO stage 3.
+
+For both: the peak memory of a step on each rank, and the model-state bytes each rank holds
+(weights + gradients + optimizer states, counted from its tensors) next to ZeRO's formula for
+the matching stage (`llmbench.train.zero`, plus torch's 4-byte step counter per parameter
+tensor). Correctness: after one backward pass the (reduced) gradients must equal those of one
+process computing the loss over the global batch (every rank's batch).
+
+The summary holds ZeRO's per-rank model-state memory for stages 0-3, for the built-in model
+as run here and for presets such as llama-3-8b.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from llmbench.benches.base import CasePlan, PlanContext
+from llmbench.benches.distributed import DistConfig, DistributedBenchmark
+from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.core.hardware import HardwareInfo
+from llmbench.core.results import CaseResult
+from llmbench.core.timing import lockstep_policy
+from llmbench.models.presets import PRESETS
+from llmbench.train import zero
+
+STRATEGIES = ("ddp", "fsdp")
+ZERO_STAGE = {"ddp": 0, "fsdp": 3}
+RUN_SCHEME = zero.StateBytes(4, 4, 8, "fp32 weights, gradients, AdamW m and v (as run here)")
+
+
+class DDPConfig(TrainingConfig, DistConfig):
+    warmup: int = Field(3, ge=0, description="untimed steps before timing")
+    iters: int = Field(10, ge=1, description="timed steps (every rank takes exactly as many)")
+    strategies: list[Literal["ddp", "fsdp"]] = Field(default_factory=lambda: list(STRATEGIES))
+    zero_models: list[str] = Field(default_factory=lambda: ["llama-3-8b"],
+                                   description="presets for the ZeRO table")
+    zero_scheme: Literal["mixed", "fp32", "bf16"] = "mixed"
+    zero_ranks: list[int] | None = Field(None, description="None: this run's rank count")
+
+    @field_validator("zero_models")
+    @classmethod
+    def _presets(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in PRESETS:
+                raise ValueError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+        return list(dict.fromkeys(v))
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("no strategies given")
+        return list(dict.fromkeys(v))
+
+    @field_validator("zero_ranks")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(n < 1 for n in v):
+            raise ValueError("rank counts must be at least 1")
+        return v
+
+
+def zero_rows(params: int, name: str, scheme: str | zero.StateBytes, label: str,
+              ranks: list[int]) -> list[dict[str, Any]]:
+    s = zero.SCHEMES[scheme] if isinstance(scheme, str) else scheme
+    return [{"model": name, "params": params, "scheme": label, "ranks": n,
+             "bytes_per_param": [s.weights, s.grads, s.optimizer],
+             "bytes_per_rank": {str(stage): zero.per_rank_bytes(params, n, stage, s)
+                                for stage in zero.STAGES}}
+            for n in ranks]
+
+
+class DDPBenchmark(DistributedBenchmark[DDPConfig]):
+    name = "ddp"
+    config_type = DDPConfig
+    case_target = "llmbench.benches.ddp:run_case"
+
+    def resolve(self, config: DDPConfig, hw: HardwareInfo) -> DDPConfig:
+        device = resolve_device(config, hw)
+        group = self.group_settings(config, hw, device)
+        return config.model_copy(update={
+            **group, "device": device,
+            "timing": lockstep_policy(warmup=config.warmup, iters=config.iters),
+            "zero_ranks": config.zero_ranks or [group["nproc"]]})
+
+    def plan(self, config: DDPConfig, ctx: PlanContext) -> list[CasePlan]:
+        return [CasePlan(name=s,
+                         params=case_params(config, strategy=s, nproc=config.nproc,
+                                            backend=config.backend),
+                         run_args=run_args(config))
+                for s in config.strategies]
+
+    def summarize(self, config: DDPConfig, cases: list[CaseResult],
+                  ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
+        from llmbench.benches.optim import parameter_count
+
+        params = parameter_count(config.model)
+        rows = zero_rows(params, config.model, RUN_SCHEME, "4+4+8 (fp32 AdamW)",
+                         config.zero_ranks)
+        scheme = zero.SCHEMES[config.zero_scheme]
+        label = f"{scheme.weights}+{scheme.grads}+{scheme.optimizer} ({config.zero_scheme})"
+        for name in config.zero_models:
+            rows += zero_rows(PRESETS[name].params, name, config.zero_scheme, label,
+                              config.zero_ranks)
+        return cases, {"params": params, "zero": rows,
+                       "zero_formula": "stage 0 (w+g+K)Ψ; 1 (w+g)Ψ + KΨ/N; 2 wΨ + (g+K)Ψ/N; "
+                                       "3 (w+g+K)Ψ/N (Rajbhandari et al., 2020)"}
+
+
+# ------------------------------------------------------------------ one case, on every rank
+
+
+def _local_bytes(t: Any) -> int:
+    """Bytes of this rank's part of a tensor (a DTensor's local shard)."""
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return local.numel() * local.element_size()
+
+
+def _full(t: Any) -> Any:
+    """The whole tensor (a DTensor's gather: a collective)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _fully_shard() -> Any:
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        try:
+            from torch.distributed._composable.fsdp import fully_shard
+        except ImportError:
+            import torch
+
+            from llmbench.core.errors import CaseUnavailable
+            raise CaseUnavailable(f"FSDP2 (fully_shard) is not in torch {torch.__version__}; "
+                                  "it needs torch 2.4 or later") from None
+    return fully_shard
+
+
+def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from llmbench.core.memory import measure_peak
+    from llmbench.core.timing import TimeStats, measure
+    from llmbench.dist import group
+    from llmbench.train.case import setup
+    from llmbench.train.data import synthetic_batches
+    from llmbench.train.loop import build_model, device_of, lm_loss, train_step
+    from llmbench.train.optimizers import STEP_BYTES
+
+    p = payload["params"]
+    n, rank, strategy = group.world_size(), group.rank(), p["strategy"]
+    with group.local():
+        s = setup(payload, seed_offset=rank)  # same weights everywhere, this rank's own batch
+        model, tokens = s.model, s.batches[0]
+        shard = _fully_shard() if strategy == "fsdp" else None
+        # The reference: one process, the loss over every rank's batch at once.
+        reference = build_model(p["model"], seed=payload["seed"], device=p["device"])
+        everyone = torch.cat([synthetic_batches(
+            vocab=model.cfg.vocab_size, batch=p["batch"], seq=p["seq"], count=1,
+            seed=payload["seed"] + 1 + r)[0] for r in range(n)]).to(device_of(p["device"]))
+        lm_loss(reference, everyone).backward()
+        expected = [q.grad for q in reference.parameters()]
+        del reference
+    with group.collective():  # DDP broadcasts rank 0's weights and checks shapes across ranks
+        if strategy == "ddp":
+            wrapped = DistributedDataParallel(
+                model, device_ids=[torch.cuda.current_device()] if p["device"] == "cuda"
+                else None)
+        else:
+            for block in model.layers:
+                shard(block)
+            shard(model)
+            wrapped = model
+        lm_loss(wrapped, tokens).backward()
+        grads = [_full(q.grad) for q in wrapped.parameters()]
+    with group.local():
+        diff = max(float((g - e).abs().max()) for g, e in zip(grads, expected, strict=True))
+        scale = max(float(e.abs().max()) for e in expected)
+        optimizer = torch.optim.AdamW(wrapped.parameters(), lr=s.lr)
+        del grads, expected
+
+    def step() -> object:
+        return train_step(wrapped, optimizer, tokens)
+
+    metrics: dict[str, Any] = {}
+    with group.collective():
+        step()
+        _, peak = measure_peak(step, device=p["device"])
+        params = list(wrapped.parameters())
+        state = (sum(_local_bytes(q) for q in params)
+                 + sum(_local_bytes(q.grad) for q in params if q.grad is not None)
+                 + sum(_local_bytes(v) for q in params
+                       for v in optimizer.state.get(q, {}).values()
+                       if isinstance(v, torch.Tensor)))
+        mine = measure(step, device=p["device"], policy=s.timing)
+        slowest = TimeStats.from_samples(group.samples_across_ranks(mine.samples)[0])
+        metrics["time_ms"] = slowest.model_dump()
+        grad_bytes = sum(q.numel() * 4 for q in params)  # every fp32 gradient (global sizes)
+        if strategy == "ddp":
+            def no_sync_step() -> object:
+                with wrapped.no_sync():
+                    return train_step(wrapped, optimizer, tokens)
+
+            local = measure(no_sync_step, device=p["device"], policy=s.timing)
+            no_sync = TimeStats.from_samples(group.samples_across_ranks(local.samples)[0])
+            flat = torch.zeros(grad_bytes // 4, device=device_of(p["device"]))
+            ar = measure(lambda: torch.distributed.all_reduce(flat), device=p["device"],
+                         policy=s.timing)
+            allreduce = TimeStats.from_samples(group.samples_across_ranks(ar.samples)[0])
+            exposed = slowest.median - no_sync.median
+            metrics.update({
+                "no_sync_time_ms": no_sync.model_dump(),
+                "allreduce_time_ms": allreduce.model_dump(),
+                "comm_exposed_ms": exposed,
+                "comm_share_pct": 100.0 * exposed / slowest.median,
+            })
+        per_rank = group.gather({"peak": peak.peak_bytes, "state": state,
+                                 "error": diff, "rel": diff / scale if scale else 0.0})
+    stage = ZERO_STAGE[strategy]
+    numel = sum(q.numel() for q in params)  # a DTensor reports its global size
+    predicted = zero.per_rank_bytes(numel, n, stage, RUN_SCHEME) + STEP_BYTES * len(params)
+    return {
+        **metrics,
+        "tokens_per_s": n * p["batch"] * p["seq"] / (slowest.median / 1e3),
+        "gradient_bytes": grad_bytes,
+        "peak_memory_bytes": max(r["peak"] for r in per_rank),
+        "peak_memory_bytes_per_rank": [float(r["peak"]) for r in per_rank],
+        "model_state_bytes": max(r["state"] for r in per_rank),
+        "model_state_bytes_per_rank": [float(r["state"]) for r in per_rank],
+        "predicted_state_bytes": predicted,
+        "zero_stage": stage,
+        "grad_max_abs_error": max(r["error"] for r in per_rank),
+        "grad_rel_error": max(r["rel"] for r in per_rank),
+    }
+

@@ -91,3 +91,23 @@ def test_lockstep_policy_makes_exactly_the_calls_asked_for():
     stats = measure(lambda: (slow.append(1), time.sleep(0.01)),
                     policy=lockstep_policy(warmup=0, iters=2))
     assert len(slow) == 2 and stats.n == 2  # no extra estimation call either
+
+
+def test_lockstep_single_call_is_a_single_call():
+    from llmbench.core.timing import lockstep_policy
+
+    calls = []
+    stats = measure(lambda: calls.append(1), policy=lockstep_policy(warmup=0, iters=1))
+    assert len(calls) == 1 and stats.n == 1
+
+
+def test_interleaved_variants_alternate():
+    from llmbench.core.timing import measure_interleaved
+
+    order = []
+    stats = measure_interleaved({"a": lambda: order.append("a"),
+                                 "b": lambda: (order.append("b"), time.sleep(0.002))},
+                                warmup=1, iters=3)
+    assert order == ["a", "b"] * 4
+    assert stats["a"].n == stats["b"].n == 3
+    assert stats["b"].median > stats["a"].median

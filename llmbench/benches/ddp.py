@@ -152,7 +152,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
 
     from llmbench.core.memory import measure_peak
-    from llmbench.core.timing import TimeStats, measure
+    from llmbench.core.timing import measure, measure_interleaved
     from llmbench.dist import group
     from llmbench.train.case import setup
     from llmbench.train.data import synthetic_batches
@@ -204,21 +204,22 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
                  + sum(_local_bytes(v) for q in params
                        for v in optimizer.state.get(q, {}).values()
                        if isinstance(v, torch.Tensor)))
-        mine = measure(step, device=p["device"], policy=s.timing)
-        slowest = TimeStats.from_samples(group.samples_across_ranks(mine.samples)[0])
-        metrics["time_ms"] = slowest.model_dump()
         grad_bytes = sum(q.numel() * 4 for q in params)  # every fp32 gradient (global sizes)
         if strategy == "ddp":
             def no_sync_step() -> object:
                 with wrapped.no_sync():
                     return train_step(wrapped, optimizer, tokens)
 
-            local = measure(no_sync_step, device=p["device"], policy=s.timing)
-            no_sync = TimeStats.from_samples(group.samples_across_ranks(local.samples)[0])
+            # Paired: a synced and an unsynced step in turn, so drift hits both alike.
+            both = measure_interleaved({"sync": step, "no_sync": no_sync_step},
+                                       device=p["device"], warmup=s.timing.min_warmup_runs,
+                                       iters=s.timing.max_runs)
+            slowest = group.slowest_calls(both["sync"].samples)
+            no_sync = group.slowest_calls(both["no_sync"].samples)
             flat = torch.zeros(grad_bytes // 4, device=device_of(p["device"]))
             ar = measure(lambda: torch.distributed.all_reduce(flat), device=p["device"],
                          policy=s.timing)
-            allreduce = TimeStats.from_samples(group.samples_across_ranks(ar.samples)[0])
+            allreduce = group.slowest_calls(ar.samples)
             exposed = slowest.median - no_sync.median
             metrics.update({
                 "no_sync_time_ms": no_sync.model_dump(),
@@ -226,6 +227,10 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
                 "comm_exposed_ms": exposed,
                 "comm_share_pct": 100.0 * exposed / slowest.median,
             })
+        else:
+            mine = measure(step, device=p["device"], policy=s.timing)
+            slowest = group.slowest_calls(mine.samples)
+        metrics["time_ms"] = slowest.model_dump()
         per_rank = group.gather({"peak": peak.peak_bytes, "state": state,
                                  "error": diff, "rel": diff / scale if scale else 0.0})
     stage = ZERO_STAGE[strategy]

@@ -170,6 +170,8 @@ def measure(fn: Callable[[], object], *, device: str = "cpu",
         if not 0 < last_ms < policy.block_ms:
             samples.append(last_ms)
             total_ms = last_ms
+            if len(samples) >= policy.max_runs:
+                return TimeStats.from_samples(samples)
     block = 1
     if policy.block_ms > 0 and 0 < last_ms < policy.block_ms:
         block = min(10_000, math.ceil(policy.block_ms / max(last_ms, 1e-6)))
@@ -185,3 +187,22 @@ def measure(fn: Callable[[], object], *, device: str = "cpu",
                 and _rel_iqr(samples) <= policy.target_rel_iqr):
             break
     return TimeStats.from_samples(samples)
+
+
+def measure_interleaved(fns: dict[str, Callable[[], object]], *, device: str = "cpu",
+                        warmup: int, iters: int) -> dict[str, TimeStats]:
+    """Time several variants of one piece of work in alternation: `warmup` untimed rounds, then
+    `iters` rounds each timing one call of every variant in turn. A paired measurement: drift
+    in the machine's speed (other load, clocks) hits every variant alike, which back-to-back
+    blocks of each would not. Exactly warmup + iters calls of each (lock-step safe)."""
+    clock = stopwatch(device)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            clock.start()
+            fn()
+            samples[name].append(clock.stop_ms())
+    return {name: TimeStats.from_samples(s) for name, s in samples.items()}

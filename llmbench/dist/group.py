@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from llmbench.core.errors import CaseFailed, one_line
 from llmbench.core.isolate import classify_exception
+from llmbench.core.timing import TimeStats
 from llmbench.dist import faults, status
 
 fatal: str | None = None  # set when a collective failed on this rank: the group is unusable
@@ -106,3 +107,8 @@ def samples_across_ranks(samples: list[float]) -> tuple[list[float], list[list[f
     when its slowest rank does, so the maximum is the call's time."""
     everyone = gather([float(s) for s in samples])
     return [max(values) for values in zip(*everyone, strict=True)], everyone
+
+
+def slowest_calls(samples: list[float]) -> TimeStats:
+    """Statistics of the per-call maximum over the ranks."""
+    return TimeStats.from_samples(samples_across_ranks(samples)[0])

@@ -68,7 +68,7 @@ def test_parse_size_sweep():
     ("1GiB:1KiB", "runs backwards"),
     ("4MiB,1KiB", "sizes out of order"),
     ("1KiB:4KiB,2KiB", "sizes out of order"),
-    ("0", "sizes must be positive"),
+    ("0", "must be positive"),
     ("lots", "not a size"),
     ("", "no sizes given"),
 ])

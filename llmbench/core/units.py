@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 from llmbench.core.errors import UsageError
 
@@ -51,29 +52,31 @@ def format_ms(ms: float | None) -> str:
     return f"{ms * 1000:.3g} µs"
 
 
-def parse_int_sweep(text: str, *, what: str) -> list[int]:
-    """'8192' | '1024,2048' | '1024:16384' (doubling) -> sorted unique positive ints."""
-    values: list[int] = []
+def _sweep_runs(text: str, what: str, parse_one: Callable[[str, str], int]) -> list[list[int]]:
+    """Each comma-separated part of `text` as a run of values: 'A:B' doubles from A to B,
+    'A' is one value. Values must be positive and a run must not go backwards."""
+    runs = []
     for part in str(text).split(","):
         part = part.strip()
         if not part:
             continue
-        if ":" in part:
-            lo_s, _, hi_s = part.partition(":")
-            lo, hi = _int(lo_s, what), _int(hi_s, what)
-            if lo <= 0 or hi <= 0:
-                raise UsageError(f"{what} must be positive, got {part!r}")
-            if hi < lo:
-                raise UsageError(f"{what} sweep {part!r} runs backwards: write LOW:HIGH")
-            v = lo
-            while v <= hi:
-                values.append(v)
-                v *= 2
-        else:
-            v = _int(part, what)
-            if v <= 0:
-                raise UsageError(f"{what} must be positive, got {v}")
-            values.append(v)
+        lo_s, colon, hi_s = part.partition(":")
+        lo = parse_one(lo_s, what)
+        hi = parse_one(hi_s, what) if colon else lo
+        if min(lo, hi) <= 0:
+            raise UsageError(f"{what} must be positive, got {part!r}")
+        if hi < lo:
+            raise UsageError(f"{what} sweep {part!r} runs backwards: write LOW:HIGH")
+        run = [lo]
+        while run[-1] * 2 <= hi:
+            run.append(run[-1] * 2)
+        runs.append(run)
+    return runs
+
+
+def parse_int_sweep(text: str, *, what: str) -> list[int]:
+    """'8192' | '1024,2048' | '1024:16384' (doubling) -> sorted unique positive ints."""
+    values = [v for run in _sweep_runs(text, what, _int) for v in run]
     if not values:
         raise UsageError(f"{what}: no values given")
     return sorted(set(values))
@@ -82,25 +85,11 @@ def parse_int_sweep(text: str, *, what: str) -> list[int]:
 def parse_size_sweep(text: str, *, what: str) -> list[int]:
     """'1KiB:1GiB' (doubling) | '4KiB,1MiB,64MiB' (smallest first) -> byte counts."""
     values: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if ":" in part:
-            lo_s, _, hi_s = part.partition(":")
-            lo, hi = _size(lo_s, what), _size(hi_s, what)
-            if hi < lo:
-                raise UsageError(f"{what} {part!r} runs backwards: write SMALL:LARGE")
-            sweep = []
-            while lo <= hi:
-                sweep.append(lo)
-                lo *= 2
-        else:
-            sweep = [_size(part, what)]
-        if values and sweep[0] <= values[-1]:
-            raise UsageError(f"{what}: sizes out of order ({format_bytes(sweep[0])} after "
+    for run in _sweep_runs(text, what, _size):
+        if values and run[0] <= values[-1]:
+            raise UsageError(f"{what}: sizes out of order ({format_bytes(run[0])} after "
                              f"{format_bytes(values[-1])}); list them from small to large")
-        values += sweep
+        values += run
     if not values:
         raise UsageError(f"{what}: no sizes given")
     return values
@@ -108,12 +97,9 @@ def parse_size_sweep(text: str, *, what: str) -> list[int]:
 
 def _size(text: str, what: str) -> int:
     try:
-        value = parse_bytes(text)
+        return parse_bytes(text)
     except UsageError as exc:
         raise UsageError(f"{what}: {exc}") from None
-    if value <= 0:
-        raise UsageError(f"{what}: sizes must be positive, got {text.strip()!r}")
-    return value
 
 
 def size_label(n: int) -> str:

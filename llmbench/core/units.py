@@ -64,7 +64,8 @@ def _sweep_runs(text: str, what: str, parse_one: Callable[[str, str], int]) -> l
         lo = parse_one(lo_s, what)
         hi = parse_one(hi_s, what) if colon else lo
         if min(lo, hi) <= 0:
-            raise UsageError(f"{what} must be positive, got {part!r}")
+            got = repr(part) if colon else lo
+            raise UsageError(f"{what} must be positive, got {got}")
         if hi < lo:
             raise UsageError(f"{what} sweep {part!r} runs backwards: write LOW:HIGH")
         run = [lo]

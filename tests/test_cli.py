@@ -11,6 +11,7 @@ import typer
 
 from llmbench.cli.app import app
 from tests.conftest import ROOT, run_cli
+from tests.processes import interruptible
 
 SMALL = ["--seq", "64", "--heads", "2", "--head-dim", "16", "--max-time", "0.2", "-q"]
 
@@ -161,7 +162,7 @@ def test_ctrl_c_keeps_finished_cases(tmp_path):
          "--impl", "standard,tiled", "--heads", "2", "--head-dim", "16", "--max-time", "0.5",
          "--json", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=interruptible)
     try:
         first = proc.stderr.readline()  # "[1/10] standard/seq=64/fwd: ok ..."
         assert first.startswith("[1/10]"), first

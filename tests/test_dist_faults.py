@@ -8,27 +8,14 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.processes import MARK_ENV, interruptible, marked
 
 ARGS = ["comm", "--nproc", "2", "--collectives", "all_reduce,broadcast", "--sizes", "1KiB",
         "--iters", "2", "--warmup", "1", "-q"]
-
-
-def _ours(marker: str) -> list[int]:
-    """Processes whose environment carries `marker` (what the test started, ranks included)."""
-    needle = f"LLMBENCH_TEST_MARK={marker}".encode()
-    pids = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
 
 
 def _run_with_fault(tmp_path, fault, *extra, timeout=120):
@@ -36,7 +23,7 @@ def _run_with_fault(tmp_path, fault, *extra, timeout=120):
     out = tmp_path / "r.json"
     t0 = time.monotonic()
     proc = run_cli(*ARGS, *extra, "--json", str(out), timeout=timeout,
-                   env={"LLMBENCH_DIST_FAULT": fault, "LLMBENCH_TEST_MARK": marker})
+                   env={"LLMBENCH_DIST_FAULT": fault, MARK_ENV: marker})
     wall = time.monotonic() - t0
     doc = json.loads(out.read_text()) if out.exists() else None
     return proc, doc, wall, marker
@@ -54,7 +41,7 @@ def test_a_failing_rank_is_named_and_the_group_stopped(tmp_path):
     assert doc["cases"][0]["reason"].startswith("rank 1 failed")
     assert doc["cases"][1]["status"] == "skipped"
     assert doc["cases"][1]["reason"].startswith("not run: rank 1 failed")
-    assert _ours(marker) == []
+    assert marked(marker) == []
 
 
 def test_a_rank_that_dies_silently_is_named_with_its_exit_code(tmp_path):
@@ -62,7 +49,7 @@ def test_a_rank_that_dies_silently_is_named_with_its_exit_code(tmp_path):
     assert proc.returncode == 1
     assert ("rank 1 exited with code 3 in case all_reduce/size=1KiB without reporting an "
             "error") in proc.stderr
-    assert _ours(marker) == []
+    assert marked(marker) == []
 
 
 def test_a_hung_rank_is_named_within_the_timeout(tmp_path):
@@ -76,7 +63,7 @@ def test_a_hung_rank_is_named_within_the_timeout(tmp_path):
     assert doc["cases"][0]["status"] == "ok"  # the case before the hang is kept
     assert doc["cases"][1]["status"] == "error"
     assert wall < 60  # start-up (~5 s) + the 3 s time-out + stopping
-    assert _ours(marker) == []
+    assert marked(marker) == []
 
 
 def test_a_set_up_failure_on_one_rank_is_agreed_and_the_run_goes_on(tmp_path):
@@ -85,7 +72,7 @@ def test_a_set_up_failure_on_one_rank_is_agreed_and_the_run_goes_on(tmp_path):
     assert doc["cases"][0]["status"] == "error"
     assert doc["cases"][0]["reason"].startswith("rank 1: InjectedFault: injected fault")
     assert doc["cases"][1]["status"] == "ok"
-    assert _ours(marker) == []
+    assert marked(marker) == []
 
 
 def test_ctrl_c_keeps_finished_cases_and_stops_the_ranks(tmp_path):
@@ -96,8 +83,8 @@ def test_ctrl_c_keeps_finished_cases_and_stops_the_ranks(tmp_path):
          "all_reduce,broadcast", "--sizes", "1KiB", "--iters", "2", "--warmup", "1",
          "--json", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-        env={**os.environ, "LLMBENCH_TEST_MARK": marker, "LLMBENCH_DIST_FAULT": "hang:0:1"})
+        start_new_session=True, preexec_fn=interruptible,
+        env={**os.environ, MARK_ENV: marker, "LLMBENCH_DIST_FAULT": "hang:0:1"})
     try:
         first = proc.stderr.readline()
         assert first.startswith("[1/2] all_reduce/size=1KiB: ok"), first
@@ -109,7 +96,35 @@ def test_ctrl_c_keeps_finished_cases_and_stops_the_ranks(tmp_path):
     assert proc.returncode == 130, err
     doc = json.loads(out.read_text())
     assert [c["status"] for c in doc["cases"]] == ["ok"]
-    assert _ours(marker) == []
+    assert marked(marker) == []
+
+
+def _gone_within(marker: str, seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := marked(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def test_a_killed_parent_takes_torchrun_and_a_hung_rank_with_it():
+    """SIGKILL gives llmbench no chance to clean up: torchrun must stop the ranks itself."""
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmbench", "comm", "--nproc", "2", "--collectives",
+         "all_reduce,broadcast", "--sizes", "1KiB", "--iters", "2", "--warmup", "1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, MARK_ENV: marker, "LLMBENCH_DIST_FAULT": "hang:0:1"})
+    try:
+        first = proc.stderr.readline()
+        assert first.startswith("[1/2] all_reduce/size=1KiB: ok"), first
+        assert len(marked(marker)) >= 4  # llmbench, torchrun, two ranks; rank 0 now hangs
+        proc.kill()
+        proc.wait()
+        left = _gone_within(marker, 30)
+    finally:
+        for pid in marked(marker):
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 @pytest.mark.parametrize("args, message", [

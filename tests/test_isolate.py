@@ -1,9 +1,15 @@
+import os
+import subprocess
+import sys
 import time
+import uuid
 
 import pytest
 
 from llmbench.core.errors import CaseSkipped, CaseUnavailable
 from llmbench.core.isolate import classify_exception, run_inline, run_isolated
+from tests.conftest import ROOT
+from tests.processes import MARK_ENV, marked
 
 T = "tests.isolate_targets"
 
@@ -53,6 +59,29 @@ def test_timeout_kills_the_case():
     assert time.monotonic() - t0 < 10
     assert out.status == "error"
     assert out.reason == "timed out after 2 s (killed)"
+
+
+def _wait(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_killed_parent_leaves_no_case_running():
+    marker = uuid.uuid4().hex
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "from llmbench.core.isolate import run_isolated; "
+         f"run_isolated('{T}:hang', None, timeout_s=600)"],
+        cwd=ROOT, env={**os.environ, MARK_ENV: marker})
+    try:
+        assert _wait(lambda: len(marked(marker)) == 2, 30)  # the parent and its case
+        parent.kill()  # no clean-up runs in the parent
+        parent.wait()
+        assert _wait(lambda: marked(marker) == [], 5)
+    finally:
+        for pid in marked(marker):
+            os.kill(pid, 9)
 
 
 def test_exit_without_result():

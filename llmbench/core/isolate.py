@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from llmbench.core import progress
 from llmbench.core.errors import CaseFailed, CaseSkipped, CaseUnavailable, one_line
+from llmbench.core.orphans import die_with_parent
 
 Status = Literal["ok", "oom", "skipped", "unavailable", "error"]
 
@@ -97,8 +98,9 @@ def run_inline(target: str, payload: Any,
 
 
 def _child_main() -> None:
-    """Entry of the isolated child: `python -m llmbench.core.isolate RESULT_FD < payload`."""
-    result_fd = int(sys.argv[1])
+    """The isolated child: `python -m llmbench.core.isolate RESULT_FD PARENT_PID < payload`."""
+    result_fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    die_with_parent(parent)  # a killed llmbench leaves no case running
     # The parent owns Ctrl-C: it kills us and records what finished.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
@@ -230,7 +232,7 @@ def run_isolated(target: str, payload: Any, *, timeout_s: float,
     proc = None
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llmbench.core.isolate", str(write_fd)],
+            [sys.executable, "-m", "llmbench.core.isolate", str(write_fd), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=log, stderr=log,
             pass_fds=(write_fd, progress_write), env=_child_env(progress_write), close_fds=True)
         os.close(write_fd)

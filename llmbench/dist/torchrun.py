@@ -8,7 +8,8 @@ torchrun's own report gives the rank and exit code of a rank that died without a
 no rank makes progress for the time-out, the ranks' Python stacks say which one hung and where;
 the group is then stopped. Either way every process of the run is gone before `__exit__`
 returns: torchrun's session first, then anything still carrying this run's token in its
-environment (torchrun puts each rank in a session of its own).
+environment (torchrun puts each rank in a session of its own). torchrun is started through
+`llmbench.dist.launcher`, so that it stops its ranks even when the parent is killed outright.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class TorchrunGroup:
         self._log = open(self.dir / "torchrun.log", "wb")  # noqa: SIM115 - closed in __exit__
         self.started = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            [sys.executable, "-m", "llmbench.dist.launcher", str(os.getpid()), "--standalone",
              f"--nproc-per-node={self.nproc}", "--max-restarts=0", "--monitor-interval=0.1",
              "-m", "llmbench.dist.rank", str(spec_path)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
+
+from llmbench.dist.torchrun import processes_with
 
 MARK_ENV = "LLMBENCH_TEST_MARK"
 
@@ -19,12 +20,4 @@ def interruptible() -> None:
 
 def marked(marker: str) -> list[int]:
     """PIDs whose environment carries MARK_ENV=marker (what a test started, children included)."""
-    needle = f"{MARK_ENV}={marker}".encode()
-    pids = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+    return processes_with(marker, key=MARK_ENV)

@@ -319,9 +319,10 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def processes_with(token: str) -> list[int]:
-    """PIDs whose environment carries this run's token (Linux /proc; elsewhere none)."""
-    needle = f"{TOKEN_ENV}={token}".encode()
+def processes_with(value: str, key: str = TOKEN_ENV) -> list[int]:
+    """PIDs but this one whose environment has key=value (by default this run's token; Linux
+    /proc, elsewhere none)."""
+    needle = f"{key}={value}".encode()
     pids = []
     for entry in Path("/proc").glob("[0-9]*"):
         pid = int(entry.name)

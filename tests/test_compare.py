@@ -4,6 +4,7 @@ import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
+from rich.console import Console
 
 from llmbench.ci.compare import compare, compare_metric, load_side, parse_threshold
 from llmbench.ci.stats import mann_whitney_p, smallest_p
@@ -182,3 +183,76 @@ def test_markdown_and_junit_from_the_cli(tiny_run, tmp_path):
     assert proc.returncode == 0
     assert proc.stdout.startswith("### llmbench: :white_check_mark:")
     assert ET.parse(out).getroot().get("failures") == "0"
+
+
+def _with_env(run, tmp_path, name, **changes):
+    """A copy of the run whose attention document's env has `changes` (None: field removed)."""
+    out = tmp_path / name
+    shutil.copytree(run, out)
+    path = out / "attention.json"
+    doc = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            doc["env"].pop(key, None)
+        else:
+            doc["env"][key] = value
+    path.write_text(json.dumps(doc))
+    return out
+
+
+def test_environment_settings_that_differ_are_reported_not_judged(tiny_run, tmp_path):
+    from llmbench.report.compare import render
+
+    base = _with_env(tiny_run, tmp_path, "base", torch_threads=8, cpu_affinity="0-7",
+                     matmul_allow_tf32=False, cudnn_benchmark=False,
+                     gpu_sm_clock_max_mhz=1980, gpu_power_limit_w=700.0,
+                     gpu_persistence_mode=True, gpu_ecc=True, gpu_sm_clock_mhz=345)
+    new = _with_env(tiny_run, tmp_path, "new", torch_threads=1, cpu_affinity="0",
+                    matmul_allow_tf32=True, cudnn_benchmark=True, cuda_visible_devices="1",
+                    gpu_sm_clock_max_mhz=1755, gpu_power_limit_w=500.0,
+                    gpu_persistence_mode=False, gpu_ecc=False, gpu_sm_clock_mhz=1980)
+    result = compare(load_side(base), load_side(new))
+    assert not result.failed
+    fields = {d.field: d for d in result.env_differences}
+    assert set(fields) == {"torch_threads", "cpu_affinity", "matmul_allow_tf32",
+                           "cudnn_benchmark", "cuda_visible_devices", "gpu_sm_clock_max_mhz",
+                           "gpu_power_limit_w", "gpu_persistence_mode", "gpu_ecc"}
+    assert (fields["torch_threads"].base, fields["torch_threads"].new) == (8, 1)
+    assert fields["cuda_visible_devices"].label == "attention"
+    assert "attention: torch_threads 8 -> 1" in result.env_warnings
+    assert "attention: cuda_visible_devices None -> '1'" in result.env_warnings
+    assert "attention: gpu_power_limit_w 700.0 -> 500.0" in result.env_warnings
+    md = markdown(result)
+    assert "- attention: torch_threads 8 -> 1" in md and "cudnn_benchmark" in md
+    console = Console(record=True, width=200, color_system=None)
+    render(result, console)
+    text = console.export_text()
+    assert "environment differs: attention: matmul_allow_tf32 False -> True" in text
+    cli = run_cli("compare", str(base), str(new))
+    assert cli.returncode == 0 and "gpu_ecc True -> False" in cli.stdout
+
+
+def test_settings_an_older_llmbench_did_not_record_are_not_differences(tiny_run, tmp_path):
+    old = _with_env(tiny_run, tmp_path, "old", torch_threads=None, cpu_affinity=None,
+                    matmul_allow_tf32=None, cudnn_allow_tf32=None, cudnn_benchmark=None,
+                    cuda_visible_devices=None)
+    assert "torch_threads" not in json.loads((old / "attention.json").read_text())["env"]
+    result = compare(load_side(old), load_side(tiny_run))
+    assert result.env_warnings == [] and result.env_differences == []
+
+
+def test_throttled_cases_are_named_but_not_judged(tiny_run, tmp_path):
+    out = tmp_path / "hot"
+    shutil.copytree(tiny_run, out)
+    path = out / "attention.json"
+    doc = json.loads(path.read_text())
+    case = next(c for c in doc["cases"] if c["name"] == "sdpa-flash/seq=128/fwd")
+    case["metrics"].update(gpu_throttled=True, gpu_throttle_reasons="hw_thermal_slowdown",
+                           gpu_sm_clock_mhz_start=1980, gpu_sm_clock_mhz_end=990,
+                           gpu_sm_clock_max_mhz=1980)
+    path.write_text(json.dumps(doc))
+    result = compare(load_side(tiny_run), load_side(out))
+    assert not result.failed
+    assert not any(m.metric.startswith("gpu_") for m in result.metrics)
+    assert result.throttled == ["new: attention: sdpa-flash/seq=128/fwd"]
+    assert "GPU throttled" in markdown(result)

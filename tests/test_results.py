@@ -110,6 +110,44 @@ def test_load_rejects(tmp_path, content, message):
     ("throughput_tflops", "higher"), ("tokens_per_s", "higher"), ("accuracy", "higher"),
     ("speedup_vs_standard_x", "higher"), ("peak_utilization_pct", "higher"),
     ("predicted_memory_bytes", None), ("error_rows_checked", None), ("overhead_pct", "lower"),
+    ("gpu_throttled", None), ("gpu_throttle_reasons", None), ("gpu_sm_clock_mhz_start", None),
+    ("gpu_sm_clock_max_mhz", None), ("gpu_temperature_c_end", None),
 ])
 def test_metric_direction(name, direction):
     assert metric_direction(name) == direction
+
+
+NEW_ENV_FIELDS = ("torch_threads", "cpu_affinity", "matmul_allow_tf32", "cudnn_allow_tf32",
+                  "cudnn_benchmark", "cuda_visible_devices", "gpu_sm_clock_mhz",
+                  "gpu_sm_clock_max_mhz", "gpu_mem_clock_mhz", "gpu_mem_clock_max_mhz",
+                  "gpu_power_limit_w", "gpu_power_draw_w", "gpu_temperature_c",
+                  "gpu_persistence_mode", "gpu_ecc")
+
+
+def test_env_settings_are_optional_fields(tmp_path):
+    """Documents written before the settings were recorded still load (the fields are null and
+    unset); new documents carry them and validate against the schema."""
+    data = json.loads(make_doc().to_json())
+    for key in NEW_ENV_FIELDS:
+        data["env"].pop(key)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    doc = load_document(old)
+    assert all(getattr(doc.env, key) is None for key in NEW_ENV_FIELDS)
+    assert not doc.env.model_fields_set & set(NEW_ENV_FIELDS)
+    env = EnvInfo(device="cuda", cpu_model="x", cores=2, profile="sm90", torch_threads=4,
+                  cpu_affinity="0-3", matmul_allow_tf32=True, cudnn_allow_tf32=True,
+                  cudnn_benchmark=False, cuda_visible_devices="GPU-1234",
+                  gpu_sm_clock_mhz=345, gpu_sm_clock_max_mhz=1980, gpu_mem_clock_mhz=2619,
+                  gpu_mem_clock_max_mhz=2619, gpu_power_limit_w=700.0, gpu_power_draw_w=74.5,
+                  gpu_temperature_c=31, gpu_persistence_mode=True, gpu_ecc=True)
+    new = make_doc().model_copy(update={"env": env})
+    new.cases[0].metrics.update(gpu_throttled=True, gpu_throttle_reasons="sw_power_cap",
+                                gpu_sm_clock_mhz_start=1980, gpu_sm_clock_mhz_end=1410,
+                                gpu_sm_clock_max_mhz=1980)
+    jsonschema.validate(json.loads(new.to_json()), json_schema())
+    back = load_document(write_document(new, tmp_path / "new.json"))
+    assert back.env.gpu_power_limit_w == 700.0 and back.env.cpu_affinity == "0-3"
+    assert back.cases[0].metrics["gpu_throttle_reasons"] == "sw_power_cap"
+    schema_env = json_schema()["$defs"]["EnvInfo"]["properties"]
+    assert set(NEW_ENV_FIELDS) <= set(schema_env)

@@ -111,3 +111,184 @@ def test_interleaved_variants_alternate():
     assert order == ["a", "b"] * 4
     assert stats["a"].n == stats["b"].n == 3
     assert stats["b"].median > stats["a"].median
+
+
+# ---------------------------------------------------------------- the CUDA path, on a fake GPU
+
+
+class FakeGpu:
+    """The few torch calls the CUDA timing path makes, with a clock that only the work moves.
+
+    `log` records what reached the stream, in order: ("flush",), ("record", event), ("call",)
+    and ("sync",). Reading an event's time before a synchronize fails, as it would on a GPU
+    that has not reached the event yet."""
+
+    int8 = "int8"
+
+    def __init__(self, call_ms=0.05, flush_ms=1.0, l2_bytes=50 * 2**20):
+        from types import SimpleNamespace
+
+        self.clock, self.call_ms, self.flush_ms = 0.0, call_ms, flush_ms
+        self.log: list[tuple] = []
+        self.unsynced: set[int] = set()
+        self.buffers: list[int] = []
+        gpu = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                assert enable_timing
+                self.t = None
+
+            def record(self):
+                self.t = gpu.clock
+                gpu.unsynced.add(id(self))
+                gpu.log.append(("record", self))
+
+            def elapsed_time(self, end):
+                assert id(self) not in gpu.unsynced and id(end) not in gpu.unsynced, \
+                    "elapsed_time read before synchronize"
+                return end.t - self.t
+
+        def synchronize():
+            gpu.unsynced.clear()
+            gpu.log.append(("sync",))
+
+        props = SimpleNamespace(L2_cache_size=l2_bytes)
+        self.cuda = SimpleNamespace(Event=Event, synchronize=synchronize,
+                                    get_device_properties=lambda index=0: props,
+                                    is_available=lambda: True)
+
+    def empty(self, n, dtype=None, device=None):
+        assert device == "cuda"
+        self.buffers.append(n * (1 if dtype == self.int8 else 4))
+        gpu = self
+
+        class Buffer:
+            def zero_(self):
+                gpu.clock += gpu.flush_ms
+                gpu.log.append(("flush",))
+                return self
+
+        return Buffer()
+
+    def work(self):
+        self.clock += self.call_ms
+        self.log.append(("call",))
+
+    def calls(self):
+        return [i for i, entry in enumerate(self.log) if entry[0] == "call"]
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    import sys
+
+    gpu = FakeGpu()
+    monkeypatch.setitem(sys.modules, "torch", gpu)
+    return gpu
+
+
+def test_cuda_flushes_l2_before_every_timed_call_outside_its_events(fake_gpu):
+    policy = TimingPolicy(warmup_s=0.0, min_warmup_runs=2, min_runs=5, max_runs=40,
+                          min_time_s=0.0, max_time_s=10.0, block_ms=1.0)
+    stats = measure(fake_gpu.work, device="cuda", policy=policy)
+    log = fake_gpu.log
+    for i in fake_gpu.calls():
+        # flush, start event, the call, end event: the flush is outside the event pair.
+        assert log[i - 2] == ("flush",) and log[i - 1][0] == "record" and log[i + 1][0] == "record"
+        assert log[i - 1][1] is not log[i + 1][1]
+    flushes = sum(1 for e in log if e == ("flush",))
+    assert flushes == len(fake_gpu.calls())
+    # Each sample is one call's time, without the (1 ms) flush before it.
+    assert stats.samples == pytest.approx([0.05] * stats.n)
+    # The buffer: twice the L2, and never less than 256 MiB.
+    assert fake_gpu.buffers == [256 * 2**20]
+
+
+def test_cuda_flush_buffer_follows_the_l2(monkeypatch):
+    import sys
+
+    gpu = FakeGpu(l2_bytes=200 * 2**20)
+    monkeypatch.setitem(sys.modules, "torch", gpu)
+    measure(gpu.work, device="cuda", policy=TimingPolicy(warmup_s=0.0, min_runs=3, max_runs=3))
+    assert gpu.buffers == [400 * 2**20]
+
+
+def test_cuda_calls_get_their_own_events_and_synchronize_per_batch(fake_gpu):
+    policy = TimingPolicy(warmup_s=0.0, min_warmup_runs=1, min_runs=50, max_runs=50,
+                          min_time_s=0.0, max_time_s=10.0, block_ms=1.0)
+    stats = measure(fake_gpu.work, device="cuda", policy=policy)
+    assert stats.n == 50
+    calls = len(fake_gpu.calls())
+    syncs = sum(1 for e in fake_gpu.log if e == ("sync",))
+    assert syncs < calls / 5  # batches of calls, not a synchronize per call
+    assert sum(1 for e in fake_gpu.log if e[0] == "record") == 2 * calls  # a pair per call
+    batch: list = []
+    for entry in fake_gpu.log:
+        if entry == ("sync",):
+            assert len({id(e) for e in batch}) == len(batch)  # no event reused before a sync
+            batch = []
+        elif entry[0] == "record":
+            batch.append(entry[1])
+
+
+def test_cuda_stopping_rules_and_lockstep_counts(fake_gpu):
+    from llmbench.core.timing import lockstep_policy
+
+    stats = measure(fake_gpu.work, device="cuda", policy=lockstep_policy(warmup=3, iters=7))
+    assert len(fake_gpu.calls()) == 10 and stats.n == 7
+    # lock-step: no flush, and every call timed alone (a synchronize after each).
+    assert ("flush",) not in fake_gpu.log
+    assert sum(1 for e in fake_gpu.log if e == ("sync",)) >= 10
+    fake_gpu.log.clear()
+    stats = measure(fake_gpu.work, device="cuda", policy=lockstep_policy(warmup=0, iters=1))
+    assert len(fake_gpu.calls()) == 1 and stats.n == 1
+    fake_gpu.log.clear()
+    capped = TimingPolicy(warmup_s=0.0, min_warmup_runs=0, min_runs=3, max_runs=17,
+                          min_time_s=100.0, max_time_s=100.0, block_ms=1.0)
+    stats = measure(fake_gpu.work, device="cuda", policy=capped)
+    assert stats.n == 17 and len(fake_gpu.calls()) == 17  # max_runs caps calls, not batches
+    fake_gpu.log.clear()
+    timed = TimingPolicy(warmup_s=0.0, min_warmup_runs=0, min_runs=3, max_runs=100_000,
+                         min_time_s=0.0, max_time_s=0.5, block_ms=1.0, target_rel_iqr=1e-9)
+    flip = iter([0.04, 0.06] * 10**6)
+
+    def noisy():
+        fake_gpu.work()
+        fake_gpu.clock += next(flip) - fake_gpu.call_ms
+
+    stats = measure(noisy, device="cuda", policy=timed)
+    assert stats.noisy
+    # Stopped by max_time_s (0.5 s of 0.05 ms calls on average), checked between batches.
+    assert 10_000 <= stats.n < 11_000
+
+
+def test_cuda_warmup_by_time(fake_gpu, monkeypatch):
+    policy = TimingPolicy(warmup_s=0.1, min_warmup_runs=1, min_runs=5, max_runs=5,
+                          min_time_s=0.0, block_ms=1.0)
+    t0 = time.perf_counter()
+    stats = measure(fake_gpu.work, device="cuda", policy=policy)
+    warmup_calls = len(fake_gpu.calls()) - stats.n
+    assert stats.n == 5 and warmup_calls < 2_600
+    if time.perf_counter() - t0 < 0.1:  # else the wall clock ended the warm-up first
+        assert warmup_calls >= 2_000  # 100 ms of 0.05 ms calls
+    idle = FakeGpu(call_ms=0.0)  # calls that leave the GPU idle: the wall clock ends it
+    monkeypatch.setitem(__import__("sys").modules, "torch", idle)
+    t0 = time.perf_counter()
+    measure(idle.work, device="cuda", policy=policy.model_copy(update={"warmup_s": 0.05}))
+    assert time.perf_counter() - t0 < 5
+
+
+def test_stopwatch_flushes_only_when_asked(fake_gpu):
+    from llmbench.core.timing import stopwatch
+
+    clock = stopwatch("cuda")
+    clock.start()
+    fake_gpu.work()
+    assert clock.stop_ms() == pytest.approx(0.05)
+    assert ("flush",) not in fake_gpu.log
+    clock = stopwatch("cuda", flush_l2=True)
+    clock.start()
+    fake_gpu.work()
+    assert clock.stop_ms() == pytest.approx(0.05)  # the flush is before the start event
+    assert fake_gpu.log.count(("flush",)) == 1

@@ -25,6 +25,11 @@ class CasePlan:
     predicted_memory_bytes: int | None = None  # what the case adds above its inputs
     required_memory_bytes: int | None = None  # inputs + predicted: checked against free memory
     unavailable: str | None = None  # set when the case cannot run here; it is then not run
+    target: str | None = None  # "module:function" running this case; None: the bench's own
+
+    def payload(self) -> dict[str, Any]:
+        """What the case function receives."""
+        return {"params": self.params, **self.run_args}
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ threshold AND, where both sides kept raw samples enough for the test to ever rea
 Mann-Whitney U test calls the difference significant. A case whose status left `ok` regresses.
 Only measurements are judged: figures derived from them (tokens/s and TFLOP/s from time_ms,
 speed-ups and savings between cases) would count one change several times. Thresholds: the
-metric's own, else its family's (`time`, `memory`), else the default. Cases on one side only and
-differences of environment are reported, not judged.
+metric's own, else its family's (`time`, `memory`), else the default. Cases on one side only,
+differences of environment (versions, torch threads and flags, CPU affinity,
+CUDA_VISIBLE_DEVICES, GPU clock limits, power limit, persistence and ECC modes) and cases run on
+a throttling GPU are reported, not judged.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ from llmbench.core.timing import TimeStats
 Verdict = Literal["regression", "improvement", "unchanged", "within-threshold", "not-significant"]
 ENV_FIELDS = ("device", "gpu_name", "compute_capability", "driver", "cuda", "torch", "profile",
               "cpu_model", "cores")
+# Settings recorded since a later llmbench: compared only when both documents recorded them.
+# The GPU's readings at the start of a run (current clocks, power draw, temperature) are not
+# settings and differ between any two runs; per-case throttling is reported instead.
+ENV_SETTINGS = ("cudnn", "triton", "flash_attn", "torch_threads", "cpu_affinity",
+                "matmul_allow_tf32", "cudnn_allow_tf32", "cudnn_benchmark",
+                "cuda_visible_devices", "gpu_sm_clock_max_mhz", "gpu_mem_clock_max_mhz",
+                "gpu_power_limit_w", "gpu_persistence_mode", "gpu_ecc")
 
 
 class MetricComparison(BaseModel):
@@ -51,6 +60,16 @@ class MetricComparison(BaseModel):
     note: str | None = None
 
 
+class EnvDifference(BaseModel):
+    label: str
+    field: str
+    base: Any = None
+    new: Any = None
+
+    def line(self) -> str:
+        return f"{self.label}: {self.field} {self.base!r} -> {self.new!r}"
+
+
 class StatusChange(BaseModel):
     label: str
     case: str
@@ -65,7 +84,11 @@ class Comparison(BaseModel):
     status_changes: list[StatusChange] = Field(default_factory=list)
     only_base: list[str] = Field(default_factory=list)
     only_new: list[str] = Field(default_factory=list)
-    env_warnings: list[str] = Field(default_factory=list)
+    env_warnings: list[str] = Field(default_factory=list)  # one line per env_differences entry
+    env_differences: list[EnvDifference] = Field(default_factory=list)
+    throttled: list[str] = Field(
+        default_factory=list, description="'base: LABEL: CASE' or 'new: ...' per case that ran "
+        "ok on a throttling GPU")
     threshold: float
     alpha: float
 
@@ -178,6 +201,21 @@ def compare_metric(label: str, case: str, name: str, base: Any, new: Any, *, thr
     return MetricComparison(**row, verdict="regression" if worse else "improvement")
 
 
+def env_differences(label: str, base: ResultDocument, new: ResultDocument
+                    ) -> list[EnvDifference]:
+    """The env fields that differ: ENV_FIELDS always, ENV_SETTINGS where both sides recorded
+    them (a document of an older llmbench lacks them; that is not a difference)."""
+    out = []
+    for fieldname in ENV_FIELDS + ENV_SETTINGS:
+        if fieldname in ENV_SETTINGS and not (fieldname in base.env.model_fields_set
+                                              and fieldname in new.env.model_fields_set):
+            continue
+        bval, nval = getattr(base.env, fieldname, None), getattr(new.env, fieldname, None)
+        if bval != nval:
+            out.append(EnvDifference(label=label, field=fieldname, base=bval, new=nval))
+    return out
+
+
 def compare(base: Side, new: Side, *, threshold: float = 0.05, alpha: float = 0.01
             ) -> Comparison:
     out = Comparison(threshold=threshold, alpha=alpha)
@@ -189,10 +227,12 @@ def compare(base: Side, new: Side, *, threshold: float = 0.05, alpha: float = 0.
             out.only_new.append(f"{label} (whole benchmark)")
             continue
         bdoc, ndoc = base.docs[label], new.docs[label]
-        for fieldname in ENV_FIELDS:
-            bval, nval = getattr(bdoc.env, fieldname, None), getattr(ndoc.env, fieldname, None)
-            if bval != nval:
-                out.env_warnings.append(f"{label}: {fieldname} {bval!r} -> {nval!r}")
+        for diff in env_differences(label, bdoc, ndoc):
+            out.env_differences.append(diff)
+            out.env_warnings.append(diff.line())
+        for side, doc in (("base", bdoc), ("new", ndoc)):
+            out.throttled += [f"{side}: {label}: {c.name}" for c in doc.cases
+                              if c.ok and c.metrics.get("gpu_throttled") is True]
         overrides = {**base.thresholds.get(label, {}), **new.thresholds.get(label, {})}
         bcases = {c.name: c for c in bdoc.cases}
         ncases = {c.name: c for c in ndoc.cases}

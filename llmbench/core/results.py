@@ -63,6 +63,27 @@ class EnvInfo(BaseModel):
     profile_source: str | None = None
     profile_reason: str | None = None
     memory_method: str | None = Field(None, description="how peak_memory_bytes was measured")
+    # What else moves the figures. Absent from documents of older llmbench versions.
+    torch_threads: int | None = Field(
+        None, description="torch's intra-op threads (torch.get_num_threads())")
+    cpu_affinity: str | None = Field(
+        None, description="the CPUs the process may run on, e.g. '0-3,8'")
+    matmul_allow_tf32: bool | None = Field(
+        None, description="torch.backends.cuda.matmul.allow_tf32")
+    cudnn_allow_tf32: bool | None = Field(None, description="torch.backends.cudnn.allow_tf32")
+    cudnn_benchmark: bool | None = Field(None, description="torch.backends.cudnn.benchmark")
+    cuda_visible_devices: str | None = Field(
+        None, description="$CUDA_VISIBLE_DEVICES; null when unset")
+    gpu_sm_clock_mhz: int | None = Field(None, description="SM clock when the run started")
+    gpu_sm_clock_max_mhz: int | None = None
+    gpu_mem_clock_mhz: int | None = Field(
+        None, description="memory clock when the run started")
+    gpu_mem_clock_max_mhz: int | None = None
+    gpu_power_limit_w: float | None = Field(None, description="the enforced power limit")
+    gpu_power_draw_w: float | None = Field(None, description="power draw when the run started")
+    gpu_temperature_c: int | None = Field(None, description="when the run started")
+    gpu_persistence_mode: bool | None = None
+    gpu_ecc: bool | None = Field(None, description="ECC enabled (the current mode)")
 
 
 class CaseResult(BaseModel):
@@ -183,6 +204,10 @@ _DERIVED = ("throughput_tflops", "peak_utilization_pct", "tokens_per_s", "decode
             "overhead_pct", "saved_pct", "bw_gb_per_s", "exposed_ms")
 
 
+# The state of the GPU while a case ran (llmbench.core.gpu_state): information, never gated.
+_GPU_STATE_PREFIXES = ("gpu_throttle", "gpu_sm_clock_", "gpu_temperature_")
+
+
 def is_derived(name: str) -> bool:
     return "_vs_" in name or name.endswith(_DERIVED)
 
@@ -190,6 +215,8 @@ def is_derived(name: str) -> bool:
 def metric_family(name: str) -> Literal["time", "memory", "error"] | None:
     """The family a suite can set one threshold for: time (_ms, _s), memory (_bytes) or error
     (_error: numerical differences, which move with summation order between runs)."""
+    if name.startswith(_GPU_STATE_PREFIXES):
+        return None
     if name.endswith(("_ms", "_s")) and not name.endswith("_per_s"):
         return "time"
     if name.endswith("_bytes"):
@@ -202,6 +229,8 @@ def metric_family(name: str) -> Literal["time", "memory", "error"] | None:
 def metric_direction(name: str) -> Literal["lower", "higher"] | None:
     if name.startswith("predicted_") or name.startswith("analytic_"):
         return None  # a model of the run, not a measurement of it
+    if name.startswith(_GPU_STATE_PREFIXES):
+        return None
     if name.endswith(_HIGHER_SUFFIXES):
         return "higher"
     if name.endswith(_LOWER_SUFFIXES):

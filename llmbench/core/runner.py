@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmbench import __version__
 from llmbench.benches.base import Benchmark, CasePlan, PlanContext
-from llmbench.core import hardware, memory
+from llmbench.core import gpu_state, hardware, memory
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.isolate import Outcome, run_inline, run_isolated
 from llmbench.core.profiles import ProfileChoice, select_profile
@@ -81,6 +81,8 @@ def build_env(hw: HardwareInfo, choice: ProfileChoice, device: str) -> EnvInfo:
         profile_source=choice.profile.source,
         profile_reason=choice.reason,
         memory_method="cuda-allocator" if device == "cuda" else memory.cpu_method(),
+        **gpu_state.process_settings(),
+        **(gpu_state.gpu_settings(gpu.uuid) if gpu else dict.fromkeys(gpu_state.GPU_FIELDS)),
     )
 
 
@@ -96,7 +98,9 @@ def _result(plan: CasePlan, outcome: Outcome) -> CaseResult:
 
 def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
              on_progress: Callable[[dict[str, Any]], None] | None = None,
-             executor: CaseExecutor | None = None) -> CaseResult:
+             executor: CaseExecutor | None = None, gpu_uuid: str | None = None) -> CaseResult:
+    """Run one case. On a CUDA device its process samples the GPU at the case's start and end
+    (`gpu_state.run_sampled`), except under an `executor`."""
     if plan.unavailable:
         return _result(plan, Outcome("unavailable", reason=plan.unavailable))
     if plan.required_memory_bytes:
@@ -105,14 +109,16 @@ def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
             return _result(plan, Outcome("skipped", reason=(
                 f"needs about {format_bytes(plan.required_memory_bytes)}, "
                 f"{format_bytes(free)} free on {device}")))
-    payload = {"params": plan.params, **plan.run_args}
+    payload, target = plan.payload(), plan.target or bench.case_target
+    if plan.params.get("device", device) == "cuda":
+        target, payload = gpu_state.sampled(target, payload, gpu_uuid)
     if executor is not None:
         outcome = executor.run(plan, on_progress)
     elif options.isolate and bench.isolated:
-        outcome = run_isolated(bench.case_target, payload, timeout_s=options.timeout_s,
+        outcome = run_isolated(target, payload, timeout_s=options.timeout_s,
                                on_progress=on_progress)
     else:
-        outcome = run_inline(bench.case_target, payload, on_progress=on_progress)
+        outcome = run_inline(target, payload, on_progress=on_progress)
     return _result(plan, outcome)
 
 
@@ -150,7 +156,8 @@ def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | 
                     progress.case_started(plan)
                 on_progress = ((lambda fields, p=plan: progress.case_progress(p, fields))
                                if progress else None)
-                result = run_case(bench, plan, options, device, on_progress, running)
+                result = run_case(bench, plan, options, device, on_progress, running,
+                                  gpu_uuid=hw.gpu.uuid if hw.gpu else None)
                 done.append(result)
                 if progress:
                     progress.case_finished(result)

@@ -1,9 +1,18 @@
 """Wall-clock timing of one callable: warm-up by time, then adaptive repeats.
 
 The habits of torch.utils.benchmark (median and IQR, repeat until the noise is small, warn when
-IQR/median is over 10 %) and triton.testing.do_bench (CUDA events, flush L2 between GPU runs,
-warm up by time rather than count). Calls shorter than `block_ms` are timed in blocks, each
-sample being the block's mean, so that clock overhead does not dominate.
+IQR/median is over 10 %) and triton.testing.do_bench (warm up by time rather than count; on a
+GPU, CUDA events and a flushed L2 before every call).
+
+CPU: calls shorter than `block_ms` are timed in blocks with perf_counter, each sample being the
+block's mean, so that clock overhead does not dominate. Nothing is flushed.
+
+CUDA: every call is a sample of its own. Before each call an L2 flush buffer (twice the L2, at
+least 256 MiB) is zeroed, then the call runs between its own pair of CUDA events, so the flush
+is never timed and no call finds the previous one's data in L2. Calls run in batches of about
+`_CUDA_BATCH_MS` with no synchronize inside a batch; after each batch one synchronize, the
+events are read and the stopping rules are checked. With `block_ms=0` (lock-step) a batch is a
+single call.
 """
 
 from __future__ import annotations
@@ -16,6 +25,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 NOISY_REL_IQR = 0.10
+L2_FLUSH_MIN_BYTES = 256 * 2**20
+_CUDA_BATCH_MS = 20.0  # the work between two synchronizes while measuring on a GPU
+_CUDA_MAX_BATCH = 1000
 
 
 class TimingPolicy(BaseModel):
@@ -30,8 +42,12 @@ class TimingPolicy(BaseModel):
         10.0, gt=0, description="stop measuring after this long (once min_runs are taken)")
     target_rel_iqr: float = Field(NOISY_REL_IQR, gt=0,
                                   description="stop early once IQR/median is below this")
-    block_ms: float = Field(1.0, ge=0, description="time calls shorter than this in blocks")
-    flush_l2: bool = Field(True, description="GPU: overwrite a 256 MiB buffer before each sample")
+    block_ms: float = Field(
+        1.0, ge=0, description="CPU: time calls shorter than this in blocks; CUDA: 0 "
+        "synchronizes after every call, else calls run in batches between synchronizes")
+    flush_l2: bool = Field(
+        True, description="CUDA: zero a buffer of twice the L2 (at least 256 MiB) before "
+        "every timed call, outside its events")
 
 
 def lockstep_policy(*, warmup: int, iters: int) -> TimingPolicy:
@@ -102,6 +118,20 @@ class _CpuClock:
         return (time.perf_counter() - self._t0) * 1e3
 
 
+def l2_flush_bytes(torch: Any) -> int:
+    """The size of the buffer zeroed to flush L2: twice cuda:0's L2, at least 256 MiB (what
+    triton.testing.do_bench uses: larger than the L2 of any GPU it was written for)."""
+    try:
+        l2 = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0) or 0)
+    except Exception:  # an older torch or a device that does not say: the floor
+        l2 = 0
+    return max(L2_FLUSH_MIN_BYTES, 2 * l2)
+
+
+def _l2_flush_buffer(torch: Any) -> Any:
+    return torch.empty(l2_flush_bytes(torch), dtype=torch.int8, device="cuda")
+
+
 class _CudaClock:
     """CUDA events around the work; synchronize before reading them."""
 
@@ -109,9 +139,7 @@ class _CudaClock:
         self._torch = torch
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
-        # Larger than the L2 of any current GPU (H100: 50 MB), as triton.testing.do_bench does.
-        self._flush = (torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
-                       if flush_l2 else None)
+        self._flush = _l2_flush_buffer(torch) if flush_l2 else None
 
     def start(self) -> None:
         if self._flush is not None:
@@ -126,7 +154,9 @@ class _CudaClock:
 
 def stopwatch(device: str = "cpu", *, flush_l2: bool = False) -> _CpuClock | _CudaClock:
     """A clock with start() and stop_ms(): CUDA events on a GPU, perf_counter on a CPU. For
-    timing work that cannot be repeated at will (successive training steps)."""
+    timing work that cannot be repeated at will (successive training steps). It flushes
+    nothing unless `flush_l2` (then the L2 flush buffer is zeroed in start(), before the start
+    event); stop_ms() synchronizes."""
     if device == "cuda":
         import torch
 
@@ -145,7 +175,11 @@ def measure(fn: Callable[[], object], *, device: str = "cpu",
     samples, so a slow case is not run once more than it needs.
     """
     policy = policy or TimingPolicy()
-    clock = stopwatch(device, flush_l2=policy.flush_l2)
+    if device == "cuda":
+        import torch
+
+        return _measure_cuda(fn, torch, policy, prior_samples_ms)
+    clock = _CpuClock()
 
     def timed_block(k: int) -> float:
         clock.start()
@@ -180,6 +214,77 @@ def measure(fn: Callable[[], object], *, device: str = "cpu",
         sample = timed_block(block)
         samples.append(sample)
         total_ms += sample * block
+        n = len(samples)
+        if n >= policy.max_runs or (n >= policy.min_runs and total_ms >= policy.max_time_s * 1e3):
+            break
+        if (n >= policy.min_runs and total_ms >= policy.min_time_s * 1e3
+                and _rel_iqr(samples) <= policy.target_rel_iqr):
+            break
+    return TimeStats.from_samples(samples)
+
+
+class _CudaCalls:
+    """Runs calls on the GPU, each timed by its own pair of CUDA events, with the L2 flushed
+    before each (outside the pair), and one synchronize per batch."""
+
+    def __init__(self, torch: Any, flush_l2: bool) -> None:
+        self._torch = torch
+        self._flush = _l2_flush_buffer(torch) if flush_l2 else None
+        self._pairs: list[tuple[Any, Any]] = []  # reused only after a synchronize
+
+    def run(self, fn: Callable[[], object], k: int) -> list[float]:
+        """Per-call times in milliseconds of `k` calls of `fn`."""
+        event = self._torch.cuda.Event
+        while len(self._pairs) < k:
+            self._pairs.append((event(enable_timing=True), event(enable_timing=True)))
+        pairs = self._pairs[:k]
+        for start, end in pairs:
+            if self._flush is not None:
+                self._flush.zero_()
+            start.record()
+            fn()
+            end.record()
+        self._torch.cuda.synchronize()
+        return [float(start.elapsed_time(end)) for start, end in pairs]
+
+
+def _measure_cuda(fn: Callable[[], object], torch: Any, policy: TimingPolicy,
+                  prior_samples_ms: list[float] | None) -> TimeStats:
+    """`measure` on a GPU: the same warm-up and stopping rules, applied between batches of
+    individually timed calls (see the module's docstring)."""
+    torch.cuda.synchronize()
+    calls = _CudaCalls(torch, policy.flush_l2)
+
+    def batch(estimate_ms: float | None, cap: int) -> int:
+        if policy.block_ms <= 0 or not estimate_ms or estimate_ms <= 0:
+            k = 1
+        else:
+            k = min(_CUDA_MAX_BATCH, math.ceil(_CUDA_BATCH_MS / estimate_ms))
+        return max(1, min(k, cap))
+
+    runs, spent_ms, t0 = 0, 0.0, time.perf_counter()
+    estimate: float | None = None
+    # Warm up for warmup_s of GPU time, or of wall time should the calls keep the GPU idle.
+    while runs < policy.min_warmup_runs or (
+            spent_ms < policy.warmup_s * 1e3 and time.perf_counter() - t0 < policy.warmup_s):
+        # Enough calls for the warm-up time left, else for the count still owed.
+        left = (policy.warmup_s * 1e3 - spent_ms) / estimate if estimate else 1.0
+        times = calls.run(fn, batch(estimate, max(math.ceil(left),
+                                                  policy.min_warmup_runs - runs)))
+        spent_ms += sum(times)
+        runs += len(times)
+        estimate = quantile(sorted(times), 0.5)
+        if spent_ms >= policy.max_time_s * 1e3:
+            break
+    samples: list[float] = list(prior_samples_ms or [])
+    total_ms = sum(samples)
+    if estimate is None and samples:
+        estimate = samples[-1]
+    while True:
+        times = calls.run(fn, batch(estimate, policy.max_runs - len(samples)))
+        samples += times
+        total_ms += sum(times)
+        estimate = quantile(sorted(times), 0.5)
         n = len(samples)
         if n >= policy.max_runs or (n >= policy.min_runs and total_ms >= policy.max_time_s * 1e3):
             break

@@ -68,6 +68,9 @@ def render(c: Comparison, console: Console, *, everything: bool = False) -> None
             console.print(f"[yellow]{label}:[/] {', '.join(items)}", highlight=False)
     for w in c.env_warnings:
         console.print(f"[yellow]environment differs:[/] {w}", highlight=False)
+    if c.throttled:
+        console.print(f"[yellow]⚠ GPU throttled during:[/] {', '.join(c.throttled)}",
+                      highlight=False)
 
 
 def markdown(c: Comparison, *, everything: bool = False) -> str:
@@ -89,6 +92,9 @@ def markdown(c: Comparison, *, everything: bool = False) -> str:
                                                                   c.only_new)):
         if items:
             lines.append(f"- {label}: " + ", ".join(f"`{i}`" for i in items))
+    if c.throttled:
+        lines.append("- :warning: GPU throttled during: " + ", ".join(f"`{t}`"
+                                                                   for t in c.throttled))
     if c.env_warnings:
         lines += ["", "<details><summary>Environment differences</summary>", ""]
         lines += [f"- {w}" for w in c.env_warnings]

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llmbench.core.gpu_state import REASONS, THROTTLING
 from llmbench.core.results import CaseResult, ResultDocument
 from llmbench.core.timing import TimeStats
 from llmbench.core.units import format_bytes, format_ms
@@ -16,8 +17,30 @@ STATUS_STYLE = {"ok": "green", "oom": "bold red", "error": "red", "skipped": "ye
                 "unavailable": "dim"}
 
 
+def throttled(case: CaseResult) -> bool:
+    """The GPU throttled while this case ran (thermal or power reasons, or a low SM clock)."""
+    return case.ok and case.metrics.get("gpu_throttled") is True
+
+
+def throttle_detail(case: CaseResult) -> str:
+    """Why `case` counts as throttled: NVML's thermal and power reasons, and the lowest SM
+    clock sampled against its maximum."""
+    m = case.metrics
+    names = {name for bit, name in REASONS.items() if bit & THROTTLING}
+    seen = [r for r in str(m.get("gpu_throttle_reasons") or "").split(",") if r in names]
+    clocks = [m.get(f"gpu_sm_clock_mhz_{s}") for s in ("start", "end")]
+    clocks = [c for c in clocks if isinstance(c, int)]
+    top = m.get("gpu_sm_clock_max_mhz")
+    parts = [", ".join(seen)] if seen else []
+    if clocks and isinstance(top, int):
+        parts.append(f"SM clock down to {min(clocks)} of {top} MHz")
+    return "; ".join(parts) or "see gpu_* metrics"
+
+
 def status_cell(case: CaseResult) -> str:
-    return f"[{STATUS_STYLE[case.status]}]{case.status}[/]"
+    """The status, with a warning mark when the GPU throttled during the case."""
+    mark = " [bold yellow]⚠ throttled[/]" if throttled(case) else ""
+    return f"[{STATUS_STYLE[case.status]}]{case.status}[/]{mark}"
 
 
 def time_cells(stats: TimeStats | None) -> tuple[str, str]:
@@ -53,12 +76,17 @@ def header(doc: ResultDocument) -> str:
 
 
 def reasons(cases: list[CaseResult], key: Callable[[CaseResult], str]) -> list[str]:
-    """One line per distinct (label, status, reason) among the cases that did not run ok."""
+    """One line per distinct (label, status, reason) among the cases that did not run ok, then
+    one per distinct (label, detail) among those that ran ok on a throttling GPU."""
     seen: dict[tuple[str, str, str], None] = {}
     for c in cases:
         if c.status != "ok" and c.reason:
             seen[(key(c), c.status, c.reason)] = None
-    return [f"[{STATUS_STYLE[s]}]{escape(label)}[/] {s}: {escape(r)}" for label, s, r in seen]
+    lines = [f"[{STATUS_STYLE[s]}]{escape(label)}[/] {s}: {escape(r)}" for label, s, r in seen]
+    hot = {(key(c), throttle_detail(c)): None for c in cases if throttled(c)}
+    lines += [f"[bold yellow]⚠[/] {escape(label)}: the GPU throttled ({escape(detail)}); its "
+              "figures are below what this GPU can do" for label, detail in hot]
+    return lines
 
 
 def noisy_note(cases: list[CaseResult], hint: str = " or raise --max-time") -> str | None:

@@ -81,3 +81,74 @@ def test_gpu_merge_prefers_torch_and_matches_by_uuid():
 def test_package_version_without_import():
     assert hardware.package_version("torch")
     assert hardware.package_version("surely_not_installed_pkg") is None
+
+
+def _gpu(cc):
+    cpu = hardware.CpuInfo(model="x", logical_cores=2, usable_cores=2)
+    gpus = [hardware.GpuInfo(index=0, name="g", compute_capability=cc)] if cc else []
+    return hardware.HardwareInfo(device="cuda" if cc else "cpu", gpus=gpus, cpu=cpu, nvml="ok")
+
+
+@pytest.mark.parametrize("device, cc, dtype", [
+    ("cuda", (9, 0), "bf16"), ("cuda", (8, 0), "bf16"), ("cuda", (12, 0), "bf16"),
+    ("cuda", (7, 5), "fp16"), ("cuda", (7, 0), "fp16"), ("cuda", (5, 2), "fp32"),
+    ("cpu", None, "fp32"), ("cpu", (9, 0), "fp32"),
+])
+def test_default_dtype_is_one_the_device_computes(device, cc, dtype):
+    hw = _gpu(cc)
+    assert hardware.default_dtype(device, hw) == dtype
+    assert hardware.dtype_unsupported(device, dtype, hw) is None
+
+
+class _Memory:
+    def __init__(self, free):
+        self.free = free
+
+
+def _fake_nvml(monkeypatch, *, by_uuid_takes_mig):
+    """Two GPUs; GPU 1 is in MIG mode with two instances. Handles are strings."""
+    pynvml = pytest.importorskip("pynvml")
+    free = {"gpu0": 70, "gpu1": 80, "mig1.0": 10, "mig1.1": 20}
+    uuids = {"gpu0": "GPU-aaa", "gpu1": "GPU-bbb", "mig1.0": "MIG-ccc", "mig1.1": "MIG-ddd"}
+    migs = {"gpu1": ["mig1.0", "mig1.1", None]}  # the third slot holds no instance
+
+    def by_uuid(uuid):
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        for handle, u in uuids.items():
+            if u == uuid and (by_uuid_takes_mig or u.startswith("GPU-")):
+                return handle
+        raise FakeNVMLError("Not Found")
+
+    def max_mig(handle):
+        if handle not in migs:
+            raise FakeNVMLError("Not Supported")
+        return len(migs[handle])
+
+    def mig_by_index(handle, i):
+        if migs[handle][i] is None:
+            raise FakeNVMLError("Not Found")
+        return migs[handle][i]
+
+    for name, fn in {
+        "nvmlInit": lambda: None, "nvmlShutdown": lambda: None,
+        "nvmlDeviceGetCount": lambda: 2,
+        "nvmlDeviceGetHandleByIndex": lambda i: f"gpu{i}",
+        "nvmlDeviceGetHandleByUUID": by_uuid,
+        "nvmlDeviceGetUUID": lambda h: uuids[h],
+        "nvmlDeviceGetMaxMigDeviceCount": max_mig,
+        "nvmlDeviceGetMigDeviceHandleByIndex": mig_by_index,
+        "nvmlDeviceGetMemoryInfo": lambda h: _Memory(free[h]),
+    }.items():
+        monkeypatch.setattr(pynvml, name, fn)
+
+
+@pytest.mark.parametrize("by_uuid_takes_mig", [True, False])
+@pytest.mark.parametrize("visible, free", [
+    ("MIG-ddd", 20), ("MIG-ccc,MIG-ddd", 10), ("GPU-bbb", 80), ("1", 80), ("", 70),
+    ("MIG-zzz", None),  # not found: no NVML answer (the caller asks torch)
+])
+def test_nvml_free_memory_of_the_visible_device_mig_included(monkeypatch, by_uuid_takes_mig,
+                                                             visible, free):
+    _fake_nvml(monkeypatch, by_uuid_takes_mig=by_uuid_takes_mig)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert hardware._nvml_free() == free

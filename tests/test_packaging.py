@@ -21,7 +21,8 @@ def test_wheel_ships_profiles_and_finds_them(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n for n in names if n.startswith("llmbench/profiles/"))
     assert shipped == [f"llmbench/profiles/{p}.toml"
-                       for p in ("cpu", "sm75", "sm80", "sm86", "sm89", "sm90")]
+                       for p in ("cpu", "sm100", "sm120", "sm70", "sm75", "sm80", "sm86",
+                                 "sm89", "sm90")]
 
     target = tmp_path / "site"
     install = subprocess.run(
@@ -37,4 +38,5 @@ def test_wheel_ships_profiles_and_finds_them(tmp_path):
     assert out.returncode == 0, out.stderr
     where, names = out.stdout.strip().splitlines()
     assert where == str(target / "llmbench" / "profiles")
-    assert names == "['cpu', 'sm75', 'sm80', 'sm86', 'sm89', 'sm90']"
+    assert names == ("['cpu', 'sm100', 'sm120', 'sm70', 'sm75', 'sm80', 'sm86', 'sm89', "
+                     "'sm90']")

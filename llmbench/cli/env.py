@@ -11,19 +11,23 @@ from llmbench.cli.common import FormatOption, JsonOption, ProfileOption, stdout
 
 
 def env(
-    head_dim: Annotated[int, typer.Option(help="Show the tile config for this head dim.")] = 64,
+    head_dim: Annotated[int, typer.Option(
+        help="Check the implementations at this head dim (tiles are shown for 64, 128, 256 "
+             "and it).")] = 64,
     device: Annotated[Literal["cpu", "cuda"] | None, typer.Option(
         help="[default: cuda when a usable GPU is present, else cpu]")] = None,
     dtype: Annotated[Literal["fp32", "fp16", "bf16"] | None, typer.Option(
-        help="[default: bf16 on a GPU, fp32 on a CPU]")] = None,
+        help="[default: bf16 on GPUs of compute capability >= 8.0, fp16 on older ones, fp32 "
+             "on a CPU]")] = None,
     profile: ProfileOption = None,
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
 ) -> None:
-    """What llmbench sees here: device, versions, profile, tiles, attention implementations.
+    """What llmbench sees here: device, versions, profile, peak, tiles, attention implementations.
 
-    Shows the chosen profile and why, the tile config it gives for --head-dim, and which
-    attention implementations can run (and why each missing one is missing).
+    Shows the chosen profile and why, the default dtype, the peak figures and their source, the
+    forward and backward tiles the profile gives by head dim, and which attention
+    implementations can run (and why each missing one is missing).
     """
     from llmbench.core.environment import describe
     from llmbench.core.results import write_atomic

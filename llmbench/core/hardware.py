@@ -14,7 +14,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -334,11 +334,11 @@ def _nvml_free() -> int | None:
         return None
     try:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-        if visible.startswith("GPU-"):
-            handle = pynvml.nvmlDeviceGetHandleByUUID(visible)
+        if visible.startswith(("GPU-", "MIG-")):
+            handle = _nvml_handle_by_uuid(pynvml, visible)
         else:
             handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible) if visible.isdigit() else 0)
-        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).free)
+        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).free) if handle is not None else None
     except Exception:
         return None
     finally:
@@ -346,6 +346,31 @@ def _nvml_free() -> int | None:
             pynvml.nvmlShutdown()
         except Exception:
             pass
+
+
+def _nvml_handle_by_uuid(pynvml: Any, uuid: str) -> Any:
+    """The NVML handle of a GPU or MIG instance by its UUID, or None. Current drivers take MIG
+    UUIDs in nvmlDeviceGetHandleByUUID; older ones do not, so each GPU's MIG instances are
+    walked too (a MIG instance's memory is its own, not its parent GPU's)."""
+    try:
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid)
+    except Exception:
+        if not uuid.startswith("MIG-"):
+            return None
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        gpu = pynvml.nvmlDeviceGetHandleByIndex(i)
+        try:
+            slots = pynvml.nvmlDeviceGetMaxMigDeviceCount(gpu)
+        except Exception:  # not MIG-capable
+            continue
+        for j in range(slots):
+            try:
+                mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu, j)
+            except Exception:  # an empty slot
+                continue
+            if _text(pynvml.nvmlDeviceGetUUID(mig)) == uuid:
+                return mig
+    return None
 
 
 def package_version(module: str) -> str | None:
@@ -367,6 +392,19 @@ def git_commit(cwd: str | None = None) -> str | None:
         return None
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def default_dtype(device: str, hw: HardwareInfo) -> Literal["bf16", "fp16", "fp32"]:
+    """What a benchmark computes in when not told: bf16 on GPUs with bf16 tensor cores (compute
+    capability >= 8.0), fp16 on older ones (>= 5.3), else fp32; fp32 on the CPU."""
+    if device != "cuda":
+        return "fp32"
+    return gpu_default_dtype(hw.gpu.compute_capability if hw.gpu else (0, 0))
+
+
+def gpu_default_dtype(cc: tuple[int, int]) -> Literal["bf16", "fp16", "fp32"]:
+    """The default dtype of a GPU of compute capability `cc` (see `default_dtype`)."""
+    return "bf16" if cc >= (8, 0) else "fp16" if cc >= (5, 3) else "fp32"
 
 
 def dtype_unsupported(device: str, dtype: str, hw: HardwareInfo) -> str | None:

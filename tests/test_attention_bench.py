@@ -1,7 +1,15 @@
+import json
+
 import pytest
 
 from llmbench import kernels
-from llmbench.benches.attention import AttentionBenchmark, AttentionConfig, _scaling
+from llmbench.benches.attention import (
+    AttentionBenchmark,
+    AttentionConfig,
+    _scaling,
+    check_lengths,
+    run_case,
+)
 from llmbench.benches.base import PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import CpuInfo, GpuInfo, HardwareInfo, dtype_unsupported
@@ -9,6 +17,8 @@ from llmbench.core.profiles import select_profile
 from llmbench.core.results import CaseResult
 from llmbench.core.runner import RunOptions, run_benchmark
 from llmbench.core.timing import TimeStats
+from llmbench.kernels.problem import AttentionProblem, attention_flops
+from tests.conftest import run_cli
 
 BENCH = AttentionBenchmark()
 
@@ -25,6 +35,7 @@ def gpu_machine(cc):
     ({"impls": ["standard", "magic"]}, "unknown impl 'magic'"),
     ({"head_dim": 0}, "greater than 0"),
     ({"dtype": "fp8"}, "fp8"),
+    ({"kv_seq": 0}, "greater than 0"),
 ])
 def test_config_rejects(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -152,3 +163,105 @@ def test_scaling_exponents():
     assert fits["standard"]["memory_exponent"] == pytest.approx(2.0)
     assert fits["sdpa-flash"]["memory_exponent"] == pytest.approx(1.0)
     assert fits["sdpa-flash"]["time_exponent"] == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------ keys of another length
+
+
+def test_resolve_rejects_kv_seq_with_varlen(hw):
+    with pytest.raises(UsageError, match="--kv-seq sets the key length of a dense batch"):
+        BENCH.resolve(AttentionConfig(kv_seq=64, varlen=[16, 32], device="cpu"), hw)
+
+
+def test_plan_records_the_key_length(hw):
+    cfg = BENCH.resolve(AttentionConfig(seqs=[1, 16], kv_seq=4096, impls=["standard", "tiled"],
+                                        device="cpu"), hw)
+    profile = select_profile(hw, device="cpu").profile
+    plans = BENCH.plan(cfg, PlanContext(hw=hw, profile=profile, device="cpu"))
+    assert [p.name for p in plans] == ["standard/seq=1/kv=4096/fwd", "tiled/seq=1/kv=4096/fwd",
+                                       "standard/seq=16/kv=4096/fwd",
+                                       "tiled/seq=16/kv=4096/fwd"]
+    assert all(p.params["kv_seq"] == 4096 for p in plans)
+    square = BENCH.plan(BENCH.resolve(AttentionConfig(seqs=[16], impls=["standard"],
+                                                      device="cpu"), hw),
+                        PlanContext(hw=hw, profile=profile, device="cpu"))
+    assert "kv_seq" not in square[0].params and square[0].name == "standard/seq=16/fwd"
+    # inputs: q (8 heads x 16 x 64 fp32) and K, V of 4096 keys
+    problem = BENCH._problem(cfg, 16, hw)
+    assert plans[2].required_memory_bytes == problem.input_bytes + plans[2].predicted_memory_bytes
+    assert problem.kv_bytes == 2 * 8 * 4096 * 64 * 4
+
+
+def test_check_lengths_keep_the_shape():
+    assert check_lengths(96, 96, 64) == (64, 64)
+    assert check_lengths(1, 8192, 512) == (1, 512)
+    assert check_lengths(8192, 1024, 512) == (512, 64)
+    assert check_lengths(20, 45, 512) == (20, 45)
+
+
+@pytest.mark.parametrize("seq, kv_seq", [(16, 64), (48, 16), (1, 37)])
+def test_inline_run_with_another_key_length(hw, fast_timing, seq, kv_seq):
+    cfg = AttentionConfig(seqs=[seq], kv_seq=kv_seq, device="cpu", heads=4, kv_heads=2,
+                          head_dim=16, mode="fwd+bwd", impls=["standard", "sdpa-flash", "tiled"],
+                          check_seq=32, timing=fast_timing)
+    doc = run_benchmark(BENCH, cfg, options=RunOptions(isolate=False), hw=hw)
+    flops = attention_flops(AttentionProblem(
+        batch=1, heads=4, kv_heads=2, seq=seq, seq_k=kv_seq, head_dim=16, dtype="fp32",
+        causal=True, mode="fwd+bwd", device="cpu"))
+    for case in doc.cases:
+        assert case.status == "ok", case.reason
+        assert case.name.endswith(f"/seq={seq}/kv={kv_seq}/fwd+bwd")
+        assert case.metrics["max_abs_error"] < 1e-5
+        assert case.metrics["grad_max_abs_error"] < 1e-4
+        assert case.metrics["flops_per_call"] == flops
+        assert (case.metrics["grad_check_seq"], case.metrics["grad_check_kv_seq"]) == \
+            check_lengths(seq, kv_seq, 32)
+    assert doc.config["kv_seq"] == kv_seq
+
+
+def test_run_case_passes_triton_backward_tiles(monkeypatch, fast_timing):
+    import llmbench.kernels.tiled as tiled
+
+    seen = []
+    real = tiled.tiled_attention
+
+    def spy(q, k, v, **kw):
+        seen.append(kw)
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(tiled, "tiled_attention", spy)
+    dkdv = {"block_m": 32, "block_n": 16, "num_warps": 4, "num_stages": 1}
+    params = {"impl": "tiled", "seq": 8, "kv_seq": 24, "batch": 1, "heads": 2, "kv_heads": 2,
+              "head_dim": 16, "dtype": "fp32", "causal": True, "mode": "fwd+bwd",
+              "device": "cpu", "block_m": 16, "block_n": 16, "num_warps": 4, "num_stages": 1,
+              "dkdv": dkdv, "dq": None}
+    metrics = run_case({"params": params, "seed": 0, "check_rows": 8, "check_seq": 16,
+                        "timing": fast_timing.model_dump()})
+    assert metrics["max_abs_error"] < 1e-5
+    assert seen and all(kw["dkdv"] == dkdv and "dq" not in kw for kw in seen)
+    assert all(kw["block_m"] == 16 for kw in seen)
+
+
+def test_cli_kv_seq_runs_and_shows_it(tmp_path):
+    out = tmp_path / "r.json"
+    proc = run_cli("attention", "--seq", "16", "--kv-seq", "64", "--impl",
+                   "standard,sdpa-flash,tiled", "--heads", "2", "--head-dim", "16",
+                   "--max-time", "0.2", "--no-isolate", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert {c["name"]: c["status"] for c in doc["cases"]} == {
+        "standard/seq=16/kv=64/fwd": "ok", "sdpa-flash/seq=16/kv=64/fwd": "ok",
+        "tiled/seq=16/kv=64/fwd": "ok"}
+    assert doc["config"]["kv_seq"] == 64
+    assert "kv seq" in proc.stdout and "bottom-right" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kv-seq", "64", "--varlen", "16,32"], "--kv-seq sets the key length of a dense batch"),
+    (["--kv-seq", "0"], "--kv-seq: Input should be greater than 0"),
+])
+def test_cli_kv_seq_bad_input(args, message):
+    proc = run_cli("attention", *args, "--device", "cpu", timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr

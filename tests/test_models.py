@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 import torch
 
@@ -12,10 +14,29 @@ def tiny(**kw):
     return Transformer(ModelConfig(**{**cfg, **kw})).double().eval()
 
 
+# Every implementation the model can run on this CPU; triton through Triton's interpreter
+# (conftest), which computes in fp32 only.
+DECODERS = ["sdpa", "sdpa-math", "standard", "tiled", "triton"]
+
+
+def decoder(attention, kv_heads, **kw):
+    if attention == "triton":
+        if importlib.util.find_spec("triton") is None:
+            pytest.skip("triton is not installed")
+        # Fewer layers: the interpreter runs each launch in numpy.
+        return tiny(n_kv_heads=kv_heads, attention=attention, n_layers=1, **kw).float()
+    return tiny(n_kv_heads=kv_heads, attention=attention, **kw)
+
+
+def tolerance(attention):
+    # tiled accumulates in fp32 by design, triton runs in fp32; the others compute in fp64.
+    return {"tiled": 1e-6, "triton": 1e-5}.get(attention, 1e-10)
+
+
 @pytest.mark.parametrize("kv_heads", [8, 2, 1], ids=["MHA", "GQA", "MQA"])
-@pytest.mark.parametrize("attention", ["sdpa", "standard", "tiled"])
+@pytest.mark.parametrize("attention", DECODERS)
 def test_cached_decoding_equals_full_forward(kv_heads, attention):
-    model = tiny(n_kv_heads=kv_heads, attention=attention)
+    model = decoder(attention, kv_heads)
     tokens = torch.randint(0, 64, (2, 21), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = model(tokens)
@@ -24,20 +45,45 @@ def test_cached_decoding_equals_full_forward(kv_heads, attention):
         steps = [model(tokens[:, t:t + 1], cache=cache, start=t) for t in range(9, 21)]
     decoded = torch.cat([prefill, *steps], dim=1)
     assert decoded.shape == full.shape
-    # tiled accumulates in fp32 by design; the others compute in the model's fp64.
-    assert (decoded - full).abs().max().item() < (1e-6 if attention == "tiled" else 1e-10)
+    assert (decoded - full).abs().max().item() < tolerance(attention)
     assert cache.length == 21
 
 
-def test_chunked_prefill_after_cache_equals_full_forward():
-    model = tiny(n_kv_heads=2)
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["MHA", "GQA"])
+@pytest.mark.parametrize("attention", DECODERS)
+def test_chunked_prefill_after_cache_equals_full_forward(kv_heads, attention):
+    model = decoder(attention, kv_heads, n_heads=4)
     tokens = torch.randint(0, 64, (1, 30), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = model(tokens)
         cache = model.new_cache(batch=1, max_seq=30)
-        parts = [model(tokens[:, a:b], cache=cache, start=a) for a, b in [(0, 7), (7, 19),
-                                                                          (19, 30)]]
-    assert (torch.cat(parts, dim=1) - full).abs().max().item() < 1e-10
+        # chunks shorter and longer than what is cached, and a single token
+        parts = [model(tokens[:, a:b], cache=cache, start=a)
+                 for a, b in [(0, 7), (7, 19), (19, 20), (20, 30)]]
+    assert (torch.cat(parts, dim=1) - full).abs().max().item() < tolerance(attention)
+
+
+@pytest.mark.parametrize("attention", ["standard", "sdpa-math", "tiled"])
+def test_decoding_runs_the_configured_implementation_causal(attention):
+    """`kvcache --impl X` measures X: prefill, a chunk after the cache and one-token steps all
+    call the configured implementation, with its (bottom-right) causal mask."""
+    model = tiny(n_kv_heads=2, attention=attention, n_layers=1)
+    attn = model.layers[0].attn
+    calls = []
+    fn = attn.fn
+
+    def spy(q, k, v, *, causal, **kw):
+        calls.append((q.shape[2], k.shape[2], causal))
+        return fn(q, k, v, causal=causal, **kw)
+
+    attn.fn = spy
+    tokens = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        cache = model.new_cache(batch=1, max_seq=12)
+        model(tokens[:, :5], cache=cache, start=0)
+        model(tokens[:, 5:10], cache=cache, start=5)
+        model(tokens[:, 10:11], cache=cache, start=10)
+    assert calls == [(5, 5, True), (5, 10, True), (1, 11, True)]
 
 
 def test_cache_bytes_equal_the_formula():

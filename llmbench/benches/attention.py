@@ -6,9 +6,11 @@ gradients) against an fp64 reference. Across cases: speed-up and memory reductio
 and, for sweeps, the exponent of memory and time in seq.
 
 With `window`, every implementation runs twice, full causal and with the left sliding window,
-and the summary sets the measured time ratio next to the expected FLOP ratio. With `varlen`,
-the cases are packed variable-length batches against padding to the longest
-(llmbench.benches.attention_varlen).
+and the summary sets the measured time ratio next to the expected FLOP ratio. With `kv_seq`,
+keys and values have that length instead of each seq (decode-shaped attention, a chunk of a
+prefill), the causal mask bottom-right aligned as in flash-attn: query row i sits at position
+i + kv_seq - seq. With `varlen`, the cases are packed variable-length batches against padding to
+the longest (llmbench.benches.attention_varlen).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class AttentionConfig(BaseModel):
 
     impls: list[str] | None = Field(None, description="implementations; None: all of them")
     seqs: list[int] = Field(default_factory=lambda: [4096], min_length=1)
+    kv_seq: int | None = Field(None, gt=0, description="key/value length; None: same as each "
+                               "seq (causal masks are bottom-right aligned)")
     batch: int = Field(1, gt=0)
     heads: int = Field(8, gt=0)
     kv_heads: int | None = Field(None, gt=0, description="None: same as heads (MHA)")
@@ -118,11 +122,16 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         if config.window is not None and not config.causal:
             raise UsageError("--window is a left sliding window over a causal mask: drop "
                              "--no-causal")
+        if config.kv_seq is not None and config.varlen is not None:
+            raise UsageError("--kv-seq sets the key length of a dense batch; --varlen packs "
+                             "sequences that attend to themselves: drop one of them")
         device = config.device or hw.device
         if device == "cuda" and hw.device != "cuda":
             why = hw.notes[0] if hw.notes else f"torch {hw.torch} sees no CUDA device"
             raise UsageError(f"--device cuda: no usable CUDA GPU here ({why})")
-        dtype = config.dtype or ("bf16" if device == "cuda" else "fp32")
+        from llmbench.core.hardware import default_dtype
+
+        dtype = config.dtype or default_dtype(device, hw)
         reason = dtype_unsupported(device, dtype, hw)
         if reason:
             raise UsageError(f"--dtype {dtype}: {reason}")
@@ -145,7 +154,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
             batch=config.batch, heads=config.heads, kv_heads=config.kv_heads or config.heads,
             seq=seq, head_dim=config.head_dim, dtype=config.dtype or "fp32",
             causal=config.causal, mode=config.mode, device=config.device or "cpu",
-            compute_capability=cc, window=window)
+            compute_capability=cc, window=window, seq_k=config.kv_seq)
 
     def plan(self, config: AttentionConfig, ctx: PlanContext) -> list[CasePlan]:
         tile = tile_with(ctx.profile, config.head_dim,
@@ -172,6 +181,9 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
             "causal": config.causal, "mode": config.mode, "device": problem.device,
         }
         label = f"{name}/seq={seq}/{config.mode}"
+        if config.kv_seq is not None:
+            params["kv_seq"] = config.kv_seq
+            label = f"{name}/seq={seq}/kv={config.kv_seq}/{config.mode}"
         if config.window is not None:
             params["window"] = window
             label += "/causal" if window is None else f"/window={window}"
@@ -192,7 +204,8 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
     def summarize(self, config: AttentionConfig, cases: list[CaseResult],
                   ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
         dtype = config.dtype or "fp32"
-        peak = ctx.profile.peak_tflops(dtype, ctx.hw)
+        figures = ctx.profile.peak_figures(ctx.hw)
+        peak = figures.tflops.get(dtype)
         if config.varlen is not None:
             from llmbench.benches.attention_varlen import summarize_varlen
 
@@ -217,7 +230,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
             out.append(case.model_copy(update={"metrics": metrics}))
         summary: dict[str, Any] = {
             "peak_tflops": peak,
-            "peak_source": f"profile {ctx.profile.name}",
+            "peak_source": f"profile {ctx.profile.name}: {figures.source}",
             "scaling": _scaling([c for c in out if c.params.get("window") is None]),
             "standard_limit": _standard_limit(config, out, ctx, self._problem),
         }
@@ -249,8 +262,9 @@ def _window_summary(config: AttentionConfig, cases: list[CaseResult]) -> dict[st
         full = by.get((impl, seq, None))
         if window is None or full is None:
             continue
-        expected = (attended_pairs(seq, causal=True, window=window)
-                    / attended_pairs(seq, causal=True, window=seq))
+        kv = config.kv_seq or seq
+        expected = (attended_pairs(seq, causal=True, window=window, seq_k=kv)
+                    / attended_pairs(seq, causal=True, window=kv, seq_k=kv))
         out[f"{impl}/seq={seq}"] = {
             "window": window, "expected_flop_ratio": expected,
             "time_ratio": case.time().median / full.time().median,
@@ -328,19 +342,23 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         batch=p["batch"], heads=p["heads"], kv_heads=p["kv_heads"], seq=p["seq"],
         head_dim=p["head_dim"], dtype=p["dtype"], causal=p["causal"], mode=p["mode"],
         device=p["device"], compute_capability=payload.get("compute_capability"),
-        window=p.get("window"))
-    tile = {k: p[k] for k in TILE_FLAGS if k in p}
+        window=p.get("window"), seq_k=p.get("kv_seq"))
+    kv_seq = problem.kv_seq
+    tile: dict[str, Any] = {k: p[k] for k in TILE_FLAGS if k in p}
+    for key in ("dkdv", "dq"):  # Triton's backward tiles, when the case carries them
+        if p.get(key) is not None:
+            tile[key] = p[key]
     if p.get("window") is not None:
         tile["window"] = p["window"]
     scale = 1.0 / math.sqrt(p["head_dim"])
     backward = p["mode"] == "fwd+bwd"
     to_impl = (lambda t: t.transpose(1, 2).contiguous()) if impl.layout == "bshd" else None
 
-    def make_inputs(seq: int, seed: int) -> tuple[torch.Tensor, ...]:
+    def make_inputs(seq: int, kv: int, seed: int) -> tuple[torch.Tensor, ...]:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         shapes = [(p["batch"], p["heads"], seq, p["head_dim"]),
-                  (p["batch"], p["kv_heads"], seq, p["head_dim"]),
-                  (p["batch"], p["kv_heads"], seq, p["head_dim"]),
+                  (p["batch"], p["kv_heads"], kv, p["head_dim"]),
+                  (p["batch"], p["kv_heads"], kv, p["head_dim"]),
                   (p["batch"], p["heads"], seq, p["head_dim"])]
         ts = [torch.randn(s, generator=gen).to(device=device, dtype=dtype) for s in shapes]
         if to_impl:
@@ -360,7 +378,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         out.backward(dout)
         return out.detach()
 
-    q, k, v, dout = make_inputs(p["seq"], payload["seed"])
+    q, k, v, dout = make_inputs(p["seq"], kv_seq, payload["seed"])
     step = lambda: call(q, k, v, dout)  # noqa: E731
     step()  # warm-up: first-call allocations and kernel selection stay out of the figures
     for t in (q, k, v):
@@ -396,11 +414,24 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
 
         metrics["launched_tile"] = " ".join(f"{k}={v}" for k, v in sorted(last_launch.items()))
     if backward:
+        check_q, check_kv = check_lengths(p["seq"], kv_seq, payload["check_seq"])
         metrics["grad_max_abs_error"] = _grad_error(
-            fn, make_inputs(min(p["seq"], payload["check_seq"]), payload["seed"] + 1),
-            p["causal"], scale, tile, as_bhsd)
-        metrics["grad_check_seq"] = min(p["seq"], payload["check_seq"])
+            fn, make_inputs(check_q, check_kv, payload["seed"] + 1), p["causal"], scale, tile,
+            as_bhsd)
+        metrics["grad_check_seq"] = check_q
+        if "kv_seq" in p:
+            metrics["grad_check_kv_seq"] = check_kv
     return metrics
+
+
+def check_lengths(seq: int, kv_seq: int, limit: int) -> tuple[int, int]:
+    """Query and key lengths of the gradient check: the case's own when both fit in `limit`,
+    else both scaled down by the same factor (each at least 1), so that the check keeps the
+    case's shape (one query row against many keys, rows before the first key)."""
+    longest = max(seq, kv_seq)
+    if longest <= limit:
+        return seq, kv_seq
+    return max(1, seq * limit // longest), max(1, kv_seq * limit // longest)
 
 
 def _grad_error(fn, inputs, causal, scale, tile, as_bhsd) -> float:  # noqa: ANN001

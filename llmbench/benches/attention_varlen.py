@@ -51,7 +51,7 @@ def parse_lengths(text: str, *, seed: int = 0) -> list[int]:
 def flops(lengths: list[int], *, heads: int, head_dim: int, causal: bool,
           window: int | None, padded: bool) -> float:
     """Forward FLOPs of the batch: each sequence's pairs, or the longest one's for every row
-    when padded (DESIGN.md's 4 * pairs * heads * head_dim)."""
+    when padded (4 * pairs * heads * head_dim, as for dense attention)."""
     def pairs(n: int) -> float:
         return attended_pairs(n, causal=causal, window=window)
 

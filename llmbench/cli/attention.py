@@ -29,6 +29,11 @@ def attention(
     seq: Annotated[list[str] | None, typer.Option(
         "--seq", help="Sequence length(s): 8192 | 1024,4096 | 1024:16384 (doubling). "
         "Repeatable. [default: 4096]", rich_help_panel=_SHAPE)] = None,
+    kv_seq: Annotated[int | None, typer.Option(
+        "--kv-seq", help="Key/value length, when it differs from --seq: --seq 1 --kv-seq 8192 "
+        "is one decoding step against a KV cache. Causal masks are bottom-right aligned (query "
+        "i sees keys up to i + kv_seq - seq), as in flash-attn. [default: --seq]",
+        rich_help_panel=_SHAPE)] = None,
     impl: Annotated[list[str] | None, typer.Option(
         "--impl", help=f"Implementation(s), comma-separated or repeated: "
         f"{', '.join(impl_names())}. [default: all but sdpa (torch's own pick); those that "
@@ -86,9 +91,9 @@ def attention(
 
     seqs = [v for text in (seq or ["4096"]) for v in parse_int_sweep(text, what="--seq")]
     config = build_config(
-        AttentionConfig, impls=split_list(impl), seqs=seqs, batch=batch, heads=heads,
-        kv_heads=kv_heads, head_dim=head_dim, dtype=dtype, causal=causal, mode=mode,
-        device=device, seed=seed, window=window,
+        AttentionConfig, impls=split_list(impl), seqs=seqs, kv_seq=kv_seq, batch=batch,
+        heads=heads, kv_heads=kv_heads, head_dim=head_dim, dtype=dtype, causal=causal,
+        mode=mode, device=device, seed=seed, window=window,
         varlen=parse_lengths(varlen, seed=seed) if varlen else None, block_m=block_m,
         block_n=block_n, num_warps=warps, num_stages=stages, interpret=interpret,
         timing=TimingPolicy(max_time_s=max_time, min_time_s=min(1.0, max_time)))

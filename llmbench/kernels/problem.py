@@ -1,6 +1,12 @@
 """The attention problem every implementation solves, and the formulas we report for it.
 
 Pure data, no torch: the CLI validates and plans with it before anything heavy is imported.
+
+Queries and keys may differ in length (decoding one token against a KV cache, a chunk of a
+prefill after the cached part). The causal mask is then bottom-right aligned, as flash-attn's
+(>= 2.1): query row i sits at absolute position i + (seq_k - seq) and sees keys 0..position;
+with a left window W, keys position - W..position. With more queries than keys, the first
+seq - seq_k rows see no key at all: their output is zeros.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ class AttentionProblem:
     device: str  # "cpu" | "cuda"
     compute_capability: tuple[int, int] | None = None
     window: int | None = None  # a left sliding window (with causal)
+    seq_k: int | None = None  # keys (and values) per sequence; None: seq
+
+    @property
+    def kv_seq(self) -> int:
+        """The key/value length: `seq_k`, or `seq` when the problem is square."""
+        return self.seq if self.seq_k is None else self.seq_k
 
     @property
     def groups(self) -> int:
@@ -43,7 +55,7 @@ class AttentionProblem:
     @property
     def kv_bytes(self) -> int:
         """K and V together."""
-        return 2 * self.batch * self.kv_heads * self.seq * self.head_dim * self.elem_bytes
+        return 2 * self.batch * self.kv_heads * self.kv_seq * self.head_dim * self.elem_bytes
 
     @property
     def input_bytes(self) -> int:
@@ -53,8 +65,17 @@ class AttentionProblem:
 
     @property
     def score_bytes(self) -> int:
-        """One materialized score matrix: batch * heads * seq^2 * bytes per element."""
-        return self.batch * self.heads * self.seq * self.seq * self.elem_bytes
+        """One materialized score matrix: batch * heads * seq * seq_k * bytes per element."""
+        return self.batch * self.heads * self.seq * self.kv_seq * self.elem_bytes
+
+    @property
+    def mask_elements(self) -> int:
+        """Elements of the boolean mask an unfused implementation builds: seq * seq_k when it
+        masks anything (causal over more than one query row, or a window shorter than the keys),
+        else 0."""
+        masks = (self.causal and self.seq > 1) or (
+            self.window is not None and self.kv_seq > self.window + 1)
+        return self.seq * self.kv_seq if masks else 0
 
     @property
     def lse_bytes(self) -> int:
@@ -74,19 +95,35 @@ def _replace(p: AttentionProblem, **changes: object) -> AttentionProblem:
     return replace(p, **changes)
 
 
-def attended_pairs(seq: int, *, causal: bool, window: int | None = None) -> float:
-    """(query, key) pairs that take part: seq^2; causal, seq^2 / 2 (DESIGN.md's convention);
-    with a left window W, exactly sum over i of min(i, W) + 1."""
-    if window is not None:
-        w = min(window, seq - 1)
-        # rows 0..w see i + 1 keys; the remaining rows see w + 1 each
-        return (w + 1) * (w + 2) / 2 + (seq - w - 1) * (w + 1)
-    return seq * seq / 2 if causal else float(seq * seq)
+def _causal_pairs(rows: int, window: int | None) -> float:
+    """Pairs of the causal rows at positions 0..rows-1: position p sees min(p, W) + 1 keys."""
+    if rows <= 0:
+        return 0.0
+    if window is None or window >= rows - 1:
+        return rows * (rows + 1) / 2
+    # positions 0..W see p + 1 keys; the remaining ones see W + 1 each
+    return (window + 1) * (window + 2) / 2 + (rows - window - 1) * (window + 1)
+
+
+def attended_pairs(seq: int, *, causal: bool, window: int | None = None,
+                   seq_k: int | None = None) -> float:
+    """(query, key) pairs that take part: seq * seq_k; causal and square, seq^2 / 2 (the
+    convention the README documents); otherwise counted exactly with the bottom-right
+    alignment: query row i at position i + seq_k - seq sees min(position, W) + 1 keys (W
+    infinite without a window), and rows at negative positions none."""
+    sk = seq if seq_k is None else seq_k
+    if not causal and window is None:
+        return float(seq * sk)
+    if sk == seq and window is None:
+        return seq * seq / 2
+    first = max(0, sk - seq)  # the position of the first query row that sees a key
+    return _causal_pairs(sk, window) - _causal_pairs(first, window)
 
 
 def attention_flops(p: AttentionProblem) -> float:
-    """DESIGN.md: forward 4 * batch * seq^2 * heads * head_dim, halved when causal (a left
-    window counts its pairs exactly); backward 2.5x forward (so forward + backward is 3.5x)."""
-    fwd = 4.0 * p.batch * p.heads * p.head_dim * attended_pairs(p.seq, causal=p.causal,
-                                                                 window=p.window)
+    """Forward 4 * batch * heads * head_dim * attended pairs (seq^2, halved when causal and
+    square; counted exactly with a window or seq_k != seq); backward 2.5x forward (so forward
+    + backward is 3.5x)."""
+    fwd = 4.0 * p.batch * p.heads * p.head_dim * attended_pairs(
+        p.seq, causal=p.causal, window=p.window, seq_k=p.kv_seq)
     return fwd * (3.5 if p.mode == "fwd+bwd" else 1.0)

@@ -12,27 +12,36 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ca
                         chunk: int = 64, window: int | None = None) -> torch.Tensor:
     """softmax(Q K^T * scale + causal mask) V in fp64, for all query rows or only `rows`.
 
-    Layout (batch, heads, seq, dim); K/V may have fewer heads (GQA). Rows are computed `chunk`
-    at a time so that a full-size check needs memory for chunk x seq scores, not seq x seq.
-    Differentiable (no in-place ops on graph tensors), for checking gradients at small sizes.
-    `window`: a left sliding window (query i sees keys i - window .. i, with causal).
+    Layout (batch, heads, seq, dim); K/V may have fewer heads (GQA) and another length. The
+    causal mask is bottom-right aligned: query row i sits at absolute position
+    i + seq_k - seq_q and sees keys 0..position; `window`, a left sliding window, narrows that to
+    position - window..position (with causal). A row that sees no key (causal, more queries
+    than keys) is zeros. Rows are computed `chunk` at a time so that a full-size check needs
+    memory for chunk x seq_k scores, not seq x seq_k. Differentiable (no in-place ops on graph
+    tensors), for checking gradients at small sizes.
     """
     b, h, s, d = q.shape
+    sk = k.shape[2]
     g = h // k.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     k64 = k.double().repeat_interleave(g, dim=1)
     v64 = v.double().repeat_interleave(g, dim=1)
     rows = torch.arange(s, device=q.device) if rows is None else rows.to(q.device)
-    keys = torch.arange(k.shape[2], device=q.device)
+    keys = torch.arange(sk, device=q.device)
     outs = []
     for start in range(0, rows.numel(), chunk):
         r = rows[start:start + chunk]
-        scores = (q[:, :, r].double() @ k64.transpose(-2, -1)) * scale
+        position = (r + (sk - s))[:, None]
+        banned = torch.zeros(r.numel(), sk, dtype=torch.bool, device=q.device)
         if causal:
-            scores = scores.masked_fill(keys[None, :] > r[:, None], float("-inf"))
+            banned |= keys[None, :] > position
         if window is not None:
-            scores = scores.masked_fill(keys[None, :] < r[:, None] - window, float("-inf"))
-        outs.append(torch.softmax(scores, dim=-1) @ v64)
+            banned |= keys[None, :] < position - window
+        sees = ~banned.all(dim=-1, keepdim=True)  # (rows, 1): False for a row with no key
+        scores = (q[:, :, r].double() @ k64.transpose(-2, -1)) * scale
+        # A row with no key keeps its scores (a finite softmax) and is zeroed after it.
+        scores = scores.masked_fill(banned & sees, float("-inf"))
+        outs.append((torch.softmax(scores, dim=-1) * sees) @ v64)
     return torch.cat(outs, dim=2)
 
 

@@ -4,7 +4,8 @@ Llama-style: token embedding, RoPE (rotate-half convention), pre-norm RMSNorm, S
 biases, optional weight tying. Attention has `n_heads` query heads and `n_kv_heads` key/value
 heads (MHA when equal, MQA when 1, GQA between) and runs through any implementation of
 `llmbench.kernels` ("sdpa" lets torch pick its backend). Decoding uses a preallocated KV cache;
-training can checkpoint activations per segment of layers.
+prefill, chunked prefill and one-token decoding all call the configured implementation with its
+bottom-right aligned causal mask. Training can checkpoint activations per segment of layers.
 """
 
 from __future__ import annotations
@@ -156,25 +157,18 @@ class Attention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (batch, heads, seq, head_dim)
         if cache is not None:
             k, v = cache.update(layer, k, v, start)
-        out = self._attend(q, k, v, start)
+        out = self._attend(q, k, v)
         return self.wo(out.transpose(1, 2).reshape(b, s, -1))
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                start: int) -> torch.Tensor:
-        sq, sk = q.shape[2], k.shape[2]
-        if sq == sk or sq == 1:
-            # A full causal block, or one new token that sees every cached position.
-            causal = sq == sk and sq > 1
-            if self.impl.layout == "bshd":
-                out = self.fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                              causal=causal)
-                return out.transpose(1, 2)
-            return self.fn(q, k, v, causal=causal)
-        # A chunk of new tokens after cached ones: query i (absolute start + i) sees keys
-        # 0..start+i, a bottom-right aligned mask the implementations' `causal` does not mean.
-        mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device).tril(diagonal=start)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                              enable_gqa=self.kv_heads != self.n_heads)
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The configured implementation, causal, in its own layout, whatever the shape: a full
+        block (s_q == s_k), one new token against the cache, or a chunk after cached tokens.
+        Every implementation aligns the causal mask bottom-right: query i, at absolute position
+        i + s_k - s_q (start + i), sees keys 0..start + i."""
+        if self.impl.layout == "bshd":
+            out = self.fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+            return out.transpose(1, 2)
+        return self.fn(q, k, v, causal=True)
 
 
 class FeedForward(nn.Module):

@@ -25,13 +25,17 @@ def render(doc: ResultDocument, console: Console) -> None:
         _render_varlen(doc, console)
         return
     console.print(header(doc), highlight=False)
+    mask = "causal" if cfg["causal"] else "non-causal"
+    if cfg["causal"] and cfg.get("kv_seq"):
+        mask += " (bottom-right aligned)"
     console.print(
         f"batch {cfg['batch']} · heads {cfg['heads']} (kv {cfg['kv_heads']}) · head dim "
-        f"{cfg['head_dim']} · {cfg['dtype']} · {'causal' if cfg['causal'] else 'non-causal'} · "
-        f"{cfg['mode']}", highlight=False)
+        f"{cfg['head_dim']} · {cfg['dtype']} · {mask} · {cfg['mode']}", highlight=False)
     table = new_table()
     windowed = cfg.get("window") is not None
+    kv_seq = cfg.get("kv_seq")  # keys and values of another length than the queries
     for col, justify in [("impl", "left"), ("seq", "right")] + (
+            [("kv seq", "right")] if kv_seq else []) + (
             [("mask", "left")] if windowed else []) + [("status", "left"),
                          ("median", "right"), ("IQR", "right"), ("n", "right"),
                          ("TFLOP/s", "right"), ("% peak", "right"), ("peak mem", "right"),
@@ -43,8 +47,10 @@ def render(doc: ResultDocument, console: Console) -> None:
         median, iqr = time_cells(case.time())
         mask = ["causal" if case.params.get("window") is None
                  else f"window {case.params['window']}"] if windowed else []
+        kv = [str(case.params.get("kv_seq", case.params["seq"]))] if kv_seq else []
         table.add_row(
-            case.params["impl"], str(case.params["seq"]), *mask, status_cell(case), median, iqr,
+            case.params["impl"], str(case.params["seq"]), *kv, *mask, status_cell(case), median,
+            iqr,
             str(case.time().n) if case.time() else "-",
             number(m.get("throughput_tflops"), "{:.3g}"),
             number(m.get("peak_utilization_pct"), "{:.1f}"),
@@ -62,9 +68,11 @@ def render(doc: ResultDocument, console: Console) -> None:
     grads = [c for c in doc.cases if c.ok and "grad_max_abs_error" in c.metrics]
     if grads:
         worst = max(grads, key=lambda c: c.metrics["grad_max_abs_error"])
-        lines.append(f"gradients vs fp64 at seq {worst.metrics['grad_check_seq']}: worst "
-                     f"max abs error {worst.metrics['grad_max_abs_error']:.1e} "
-                     f"({worst.params['impl']})")
+        at = f"seq {worst.metrics['grad_check_seq']}"
+        if "grad_check_kv_seq" in worst.metrics:
+            at += f", kv seq {worst.metrics['grad_check_kv_seq']}"
+        lines.append(f"gradients vs fp64 at {at}: worst max abs error "
+                     f"{worst.metrics['grad_max_abs_error']:.1e} ({worst.params['impl']})")
     tiles = {c.metrics["launched_tile"] for c in doc.cases if c.ok and "launched_tile" in c.metrics}
     lines += [f"triton launched with {t}" for t in sorted(tiles)]
     print_lines(console, lines)
@@ -131,7 +139,9 @@ def _render_summary(doc: ResultDocument, console: Console) -> None:
         console.print(table)
     limit = summary.get("standard_limit") or {}
     if limit.get("predicted_max_seq"):
-        line = (f"standard attention fits up to seq ≈ {limit['predicted_max_seq']:,} in the "
+        keys = doc.config.get("kv_seq")
+        line = (f"standard attention fits up to seq ≈ {limit['predicted_max_seq']:,}"
+                f"{f' against {keys:,} keys' if keys else ''} in the "
                 f"{format_bytes(limit['free_memory_bytes'])} free now (predicted)")
         if limit.get("first_failed_seq"):
             line += f"; in this run it first failed at seq {limit['first_failed_seq']:,}"

@@ -62,3 +62,9 @@ def reports_progress(payload):
     for step in range(3):
         progress.report(step=step, total=3, loss=1.0 / (step + 1))
     return "done"
+
+
+def sleeps(payload):
+    start = time.time()
+    time.sleep(payload["params"]["seconds"])
+    return {"start": start}

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,9 +195,9 @@ def test_flags_are_pinned():
     assert _flags("attention") == sorted([
         "--seq", "--impl", "--batch", "--heads", "--kv-heads", "--head-dim", "--dtype",
         "--causal", "--no-causal", "--mode", "--device", "--seed", "--window", "--varlen",
-        "--block-m", "--block-n", "--warps", "--stages", "--interpret", "--max-time",
-        "--profile", "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet",
-        "-q"])
+        "--kv-seq", "--block-m", "--block-n", "--warps", "--stages", "--interpret",
+        "--max-time", "--profile", "--timeout", "--isolate", "--no-isolate", "--json",
+        "--format", "--quiet", "-q"])
     assert _flags("env") == sorted(["--head-dim", "--device", "--dtype", "--profile", "--json",
                                     "--format"])
     assert _flags("schema") == []
@@ -317,6 +318,7 @@ def test_tune_flags_are_pinned():
                    if opt.startswith("-"))
     assert flags == sorted(["--head-dims", "--seq", "--batch", "--heads", "--dtype", "--mode",
                             "--block-m", "--block-n", "--warps", "--stages", "--interpret",
+                            "--compile-only", "--arch", "--grid", "--jobs", "-j",
                             "--out", "--profile", "--timeout", "--json", "--format",
                             "--quiet", "-q"])
 
@@ -339,6 +341,23 @@ def test_example_workflow_is_valid_yaml_with_the_steps():
     assert (ROOT / "suites" / "ci-gpu.toml").exists()
 
 
+def test_example_workflow_installs_the_projects_torch_and_flash_attn_for_real():
+    yaml = pytest.importorskip("yaml")
+    flow = yaml.safe_load((ROOT / "examples" / "ci" / "gpu-regression.yml").read_text())
+    runs = [str(s.get("run", "")) for s in flow["jobs"]["bench"]["steps"]]
+    text = "\n".join(runs)
+    # The torch the README and .ci/run pin, from a CUDA index of PyTorch's.
+    pin = re.search(r"pip install (torch==[\d.]+) ", (ROOT / "README.md").read_text()).group(1)
+    torch_lines = [line for line in text.splitlines() if "pip install torch" in line]
+    assert torch_lines and all(pin in line for line in torch_lines), torch_lines
+    assert all(re.search(r"--index-url https://download\.pytorch\.org/whl/cu1[2-9]\d", line)
+               for line in torch_lines), torch_lines
+    # flash-attn builds against that torch: --no-build-isolation, and no silent fallback.
+    flash = [line for line in text.splitlines() if "flash-attn" in line and "pip" in line]
+    assert flash and all("--no-build-isolation" in line for line in flash), flash
+    assert "||" not in text
+
+
 DIST_COMMON = ["--nproc", "--backend", "--device", "--iters", "--warmup", "--timeout",
                "--profile", "--json", "--format", "--quiet", "-q"]
 
@@ -348,3 +367,18 @@ def test_distributed_flags_are_pinned():
     assert _flags("ddp") == sorted(DIST_COMMON + [
         "--strategies", "--model", "--batch", "--seq", "--lr", "--seed", "--zero-models",
         "--zero-scheme", "--zero-ranks"])
+
+
+def test_a_case_in_error_fails_the_run_after_writing_it(tmp_path):
+    """CI gates on exit codes: a run whose case ended in `error` exits 1, and its results are
+    written first."""
+    out = tmp_path / "r.json"
+    proc = run_cli("attention", "--seq", "64", "--heads", "2", "--head-dim", "16", "--impl",
+                   "standard", "--timeout", "0.1", "--json", str(out), "-q")
+    assert proc.returncode == 1, proc.stderr
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["status"] == "error" and case["reason"].startswith("timed out after 0.1 s")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == ("llmbench: error: 1 of 1 case(s) ended in error (first: "
+                    f"standard/seq=64/fwd: {case['reason']})")
+    assert "standard" in proc.stdout  # the table was printed too

@@ -3,7 +3,7 @@ import importlib.util
 import pytest
 
 from llmbench.benches.attention_varlen import parse_lengths
-from llmbench.benches.tune import TuneConfig, shared_memory_bytes, tuned_profile_toml
+from llmbench.benches.tune import TuneConfig, tuned_profile_toml
 from llmbench.core.errors import UsageError
 from llmbench.core.profiles import load_profile, shipped_profiles
 from tests.conftest import run_cli
@@ -46,12 +46,9 @@ def test_tune_bad_configs(args, message):
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
-def test_search_space_and_pruning():
+def test_search_space():
     cfg = TuneConfig()
     assert len(cfg.space()) == 3 * 3 * 2 * 4
-    # 128 x 128 tiles with 4 stages at head dim 128 in bf16 need 2 * 128 * (128 + 1024) B
-    assert shared_memory_bytes(128, 128, 4, 128, 2) == 294_912 > 227 * 1024
-    assert shared_memory_bytes(64, 64, 2, 64, 2) < 99 * 1024
     assert TuneConfig(interpret=True).space() == [(16, 16, 1, 1), (32, 16, 2, 1)]
 
 
@@ -66,9 +63,15 @@ def test_tuned_profile_toml_round_trip(tmp_path):
     path.write_text(text)
     p = load_profile(path)
     assert p.name == "sm90-tuned" and p.compute_capability == (9, 0)
-    assert [t.head_dim for t in p.attention] == [(1, 64), (65, 256)]
-    assert p.tile_for(128).num_warps == 8
+    # Tuned up to 128; above it the base profile's own tiles stay.
+    assert [t.head_dim for t in p.attention] == [(1, 64), (65, 128), (129, 256)]
+    assert p.tile_for(128).num_warps == 8 and p.tile_for(128).block_m == 64
+    assert p.tile_for(256) == base.tile_for(256).model_copy(update={"head_dim": (129, 256)})
+    # The backward tiles are the base's at each tuned head dim, not the tuned forward tile.
+    for d in (64, 128):
+        assert p.tile_for(d).backward() == base.tile_for(d).backward()
     assert p.peak_tflops("bf16") == base.peak_tflops("bf16")
+    assert p.peak.devices == base.peak.devices
     with pytest.raises(UsageError, match="nothing to write"):
         tuned_profile_toml(base, {})
 

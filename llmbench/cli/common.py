@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,7 +41,7 @@ MaxTimeOption = Annotated[float, typer.Option(
 # Config field -> the flag a user typed, for error messages.
 _FLAG_NAMES = {"seqs": "--seq", "impls": "--impl", "config_path": "--config",
                "memory_bytes": "--memory", "kinds": "--kinds", "num_warps": "--warps",
-               "num_stages": "--stages"}
+               "num_stages": "--stages", "archs": "--arch", "compile_only": "--compile-only"}
 
 
 def stdout() -> Console:
@@ -156,13 +156,16 @@ def validate_only() -> Iterator[None]:
 
 def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
                  fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
-                 isolate: bool, return_doc: bool = False, distributed: bool = False) -> Any:
-    """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130.
-    With `return_doc`, the document is returned for the command to use further.
+                 isolate: bool, distributed: bool = False, jobs: int | None = None,
+                 after: Callable[[Any], None] | None = None) -> None:
+    """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130;
+    when a case ended in `error`, exit 1 after writing everything. `after(document)` runs once
+    the results are out, before that exit (a command's further use of them).
 
     `distributed`: the cases run on the ranks of a process group (`llmbench.dist`); under an
     existing launch only rank 0 writes and prints, and a group that failed exits 1 after the
-    finished cases are written."""
+    finished cases are written. `jobs`: run that many isolated cases at once (for cases that
+    time nothing, such as compiling)."""
     from llmbench import benches, report
     from llmbench.core.results import write_document
     from llmbench.core.runner import Interrupted, RunOptions, run_benchmark
@@ -191,9 +194,14 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
         doc, interrupted = result.document, result.interrupted
         failure, log_path = result.failure, result.log_path
     else:
+        executor = None
+        if jobs is not None:
+            from llmbench.core.parallel import parallel_executor
+
+            executor = parallel_executor(jobs, timeout)
         try:
             doc = run_benchmark(benches.get(bench_name), config, options=options,
-                                progress=ConsoleProgress(err, quiet=quiet))
+                                progress=ConsoleProgress(err, quiet=quiet), executor=executor)
         except Interrupted as exc:
             doc, interrupted = exc.document, True
     if json_path is not None:
@@ -212,4 +220,10 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
         if log_path is not None:
             sys.stderr.write(f"llmbench: torchrun's output is kept in {log_path}\n")
         raise typer.Exit(1)
-    return doc if return_doc else None
+    if after is not None:
+        after(doc)
+    failed = [c for c in doc.cases if c.status == "error"]
+    if failed:
+        sys.stderr.write(f"llmbench: error: {len(failed)} of {len(doc.cases)} case(s) ended in "
+                         f"error (first: {failed[0].name}: {failed[0].reason})\n")
+        raise typer.Exit(1)

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -171,20 +172,24 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _read_until_eof(fd: int, deadline: float, progress_fd: int | None = None,
-                    on_progress: Callable[[dict[str, Any]], None] | None = None
-                    ) -> bytes | None:
+                    on_progress: Callable[[dict[str, Any]], None] | None = None,
+                    cancel: threading.Event | None = None) -> bytes | None:
     """Read the child's result pipe until EOF (the child exited or closed it), or None on
-    time-out, passing progress lines to `on_progress` meanwhile. select() sleeps in the
-    kernel: no busy-waiting."""
+    time-out or once `cancel` is set, passing progress lines to `on_progress` meanwhile.
+    select() sleeps in the kernel: no busy-waiting (with `cancel`, it wakes every 0.2 s to
+    look at the event)."""
     chunks = []
     pending = b""
     watched = [fd] + ([progress_fd] if progress_fd is not None else [])
     while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or (cancel is not None and cancel.is_set()):
             return None
-        ready, _, _ = select.select(watched, [], [], remaining)
+        wait = remaining if cancel is None else min(remaining, 0.2)
+        ready, _, _ = select.select(watched, [], [], wait)
         if not ready:
+            if cancel is not None and time.monotonic() < deadline:
+                continue
             return None
         if progress_fd is not None and progress_fd in ready:
             data = os.read(progress_fd, 1 << 16)
@@ -221,8 +226,10 @@ def _child_env(progress_fd: int) -> dict[str, str]:
 
 
 def run_isolated(target: str, payload: Any, *, timeout_s: float,
-                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
-    """Run `target(payload)` in a fresh Python process; never raises but for KeyboardInterrupt."""
+                 on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 cancel: threading.Event | None = None) -> Outcome:
+    """Run `target(payload)` in a fresh Python process; never raises but for KeyboardInterrupt.
+    Setting `cancel` (from another thread) kills the child and ends the case as an error."""
     read_fd, write_fd = os.pipe()
     progress_read, progress_write = os.pipe()
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
@@ -244,11 +251,13 @@ def run_isolated(target: str, payload: Any, *, timeout_s: float,
             proc.stdin.close()
         except BrokenPipeError:
             pass  # the child died at once; its exit status says why
-        data = _read_until_eof(read_fd, t0 + timeout_s, progress_read, on_progress)
+        data = _read_until_eof(read_fd, t0 + timeout_s, progress_read, on_progress, cancel)
         if data is None:
             _stop(proc)
-            return Outcome("error", reason=f"timed out after {timeout_s:g} s (killed)",
-                           detail=_tail(log.name), wall_s=time.monotonic() - t0)
+            reason = ("cancelled (killed)" if cancel is not None and cancel.is_set()
+                      else f"timed out after {timeout_s:g} s (killed)")
+            return Outcome("error", reason=reason, detail=_tail(log.name),
+                           wall_s=time.monotonic() - t0)
         try:
             exitcode = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

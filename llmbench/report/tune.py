@@ -18,6 +18,9 @@ from llmbench.report.tables import (
 
 
 def render(doc: ResultDocument, console: Console) -> None:
+    if doc.summary.get("compile_only"):
+        render_compiled(doc, console)
+        return
     cfg, summary = doc.config, doc.summary
     console.print(header(doc), highlight=False)
     console.print(f"triton attention · batch {cfg['batch']} · heads {cfg['heads']} · seq "
@@ -43,9 +46,51 @@ def render(doc: ResultDocument, console: Console) -> None:
     if note:
         lines.append(note)
     lines.append(f"{summary['configs_run']} config(s) run, {summary['configs_pruned']} pruned "
-                 "for shared memory; winners:")
+                 "(compiled for this GPU, they would not launch); winners:")
     for d, w in summary["winners"].items():
         lines.append(f"  head dim {d}: block_m {w['block_m']} · block_n {w['block_n']} · "
                      f"num_warps {w['num_warps']} · num_stages {w['num_stages']} "
                      f"({w['throughput_tflops']:.4g} TFLOP/s)")
+    print_lines(console, lines)
+
+
+def _kib(value: object) -> str:
+    return f"{value / 1024:,.1f} KiB" if isinstance(value, int) else "-"
+
+
+def render_compiled(doc: ResultDocument, console: Console) -> None:
+    """One row per (target, head dim, kernel, tile): what the compiled kernel needs."""
+    cfg, summary = doc.config, doc.summary
+    console.print(header(doc), highlight=False)
+    console.print(f"triton attention kernels compiled for each target, no GPU used · "
+                  f"{cfg['mode']} · {'causal' if cfg['causal'] else 'non-causal'} · "
+                  f"{summary['tiles']} tiles", highlight=False)
+    table = new_table()
+    for col in ("target", "head dim", "kernel", "dtype", "block_m", "block_n", "warps",
+                "stages", "shared mem", "limit", "% of limit", "regs", "stack", "status"):
+        table.add_column(col, justify="left" if col in ("target", "kernel", "status")
+                         else "right")
+    for c in doc.cases:
+        p, m = c.params, c.metrics
+        shared, limit = m.get("shared_memory_bytes"), m.get("shared_memory_limit_bytes")
+        share = (f"{100 * shared / limit:.0f} %" if isinstance(shared, int)
+                 and isinstance(limit, int) and limit else "-")
+        stack = m.get("stack_frame_bytes")
+        table.add_row(p["arch"], str(p["head_dim"]), p["kernel"], p["dtype"],
+                      str(p["block_m"]), str(p["block_n"]), str(p["num_warps"]),
+                      str(p["num_stages"]), _kib(shared), _kib(limit), share,
+                      number(m.get("registers"), "{:d}"),
+                      "-" if stack is None else ("0" if stack == 0
+                                                 else f"[yellow]{stack} B[/]"),
+                      status_cell(c))
+    console.print(table)
+    lines = reasons(doc.cases, key=lambda c: c.name)
+    for arch, t in summary["targets"].items():
+        lines.append(f"{arch} ({t['profile']}, {t['dtype']}): {t['fit']} of {t['cases']} "
+                     f"fit; most shared memory {_kib(t['max_shared_memory_bytes'])} of "
+                     f"{_kib(t['shared_memory_limit_bytes'])} per block")
+    if any(isinstance(c.metrics.get("stack_frame_bytes"), int)
+           and c.metrics["stack_frame_bytes"] > 0 for c in doc.cases):
+        lines.append("[yellow]stack[/]: bytes of local-memory stack frame per thread, where "
+                     "ptxas put registers it spilled (slower, still correct)")
     print_lines(console, lines)

@@ -306,3 +306,14 @@ def test_flash_attn_adapter_passes_bottom_right_causal(monkeypatch, version, ref
     else:
         fn(q, k, k, causal=True, window=4)
         assert calls[-1]["causal"] is True and calls[-1]["window_size"] == (4, 0)
+
+
+@pytest.mark.parametrize("name", ["standard", "sdpa", "sdpa-math", "tiled"])
+def test_a_window_without_causal_is_refused_by_every_implementation(name):
+    """flash-attn's window_size=(W, 0) is also a right edge; llmbench's window is a left window
+    over the causal mask, so a non-causal window is refused rather than read three ways."""
+    q = torch.randn(1, 2, 6, 8)
+    with pytest.raises(ValueError, match="needs causal=True"):
+        kernels.get(name).load()(q, q, q, causal=False, window=2)
+    with pytest.raises(ValueError, match="needs causal=True"):
+        reference_attention(q, q, q, causal=False, window=2)

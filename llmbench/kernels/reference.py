@@ -20,6 +20,8 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ca
     memory for chunk x seq_k scores, not seq x seq_k. Differentiable (no in-place ops on graph
     tensors), for checking gradients at small sizes.
     """
+    if window is not None and not causal:
+        raise ValueError("a sliding window is a left window: it needs causal=True")
     b, h, s, d = q.shape
     sk = k.shape[2]
     g = h // k.shape[1]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from llmbench.core.errors import CaseUnavailable, one_line
-from llmbench.kernels.standard import band_mask, skip_keyless_rows
+from llmbench.kernels.standard import band_mask, require_causal_window, skip_keyless_rows
 
 BACKENDS = {
     "sdpa": None,  # torch's own choice of backend
@@ -89,7 +89,7 @@ def make(name: str) -> Callable[..., torch.Tensor]:
         bottom-right aligned (query i sees keys 0..i + seq_k - seq_q), as in every llmbench
         implementation; `window`: a left sliding window (with causal)."""
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-        causal = causal or window is not None  # a left window is a band of the causal mask
+        require_causal_window(causal, window)
         return skip_keyless_rows(sdpa, q, k, v, causal=causal, scale=scale, window=window)
 
     attention.__name__ = name.replace("-", "_")

@@ -13,6 +13,13 @@ from typing import Any
 import torch
 
 
+def require_causal_window(causal: bool, window: int | None) -> None:
+    """A sliding window here is a left window over a causal mask (flash-attn's (W, 0)); without
+    causal it would mean something else in each implementation, so every one refuses it."""
+    if window is not None and not causal:
+        raise ValueError("a sliding window is a left window: it needs causal=True")
+
+
 def keyless_rows(sq: int, sk: int, *, causal: bool) -> int:
     """Leading query rows that see no key: bottom-right aligned, a causal mask over more queries
     than keys puts the first sq - sk rows before key 0. Their output is zeros."""
@@ -56,6 +63,7 @@ def standard_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cau
     """q: (batch, heads, seq_q, dim); k, v: (batch, kv_heads, seq_k, dim). Causal is bottom-right
     aligned (query i sees keys 0..i + seq_k - seq_q); `window`: each query also sees at most
     `window` earlier keys (a left sliding window, with causal). Rows that see no key are 0."""
+    require_causal_window(causal, window)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     return skip_keyless_rows(_standard, q, k, v, causal=causal, scale=scale, window=window)
 

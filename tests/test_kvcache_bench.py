@@ -135,3 +135,20 @@ def test_cli_config_file_missing_fields(tmp_path):
     proc = run_cli("kvcache", "--config", str(p), "--no-measure")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"llmbench: error: {p}: missing num_hidden_layers (or n_layer)"
+
+
+def test_measured_dtype_on_gpus_without_bf16():
+    """A T4 or V100 measures a bf16 cache in fp16 (same bytes) instead of failing."""
+    from llmbench.benches.kvcache import measured_dtype
+    from llmbench.core.hardware import CpuInfo, GpuInfo, HardwareInfo
+
+    def gpu(cc):
+        return HardwareInfo(device="cuda", nvml="ok", gpus=[
+            GpuInfo(index=0, name="g", compute_capability=cc)],
+            cpu=CpuInfo(model="x", logical_cores=1, usable_cores=1))
+
+    assert measured_dtype("bf16", "cuda", gpu((7, 5))) == "fp16"
+    assert measured_dtype("fp8", "cuda", gpu((7, 0))) == "fp16"
+    assert measured_dtype("bf16", "cuda", gpu((8, 0))) == "bf16"
+    assert measured_dtype("int8", "cuda", gpu((9, 0))) == "bf16"
+    assert measured_dtype("fp32", "cuda", gpu((7, 5))) == "fp32"

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmbench import kernels
 from llmbench.benches.base import Benchmark, CasePlan, PlanContext
 from llmbench.core.errors import UsageError
-from llmbench.core.hardware import HardwareInfo
+from llmbench.core.hardware import HardwareInfo, dtype_unsupported
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
 from llmbench.core.units import DTYPE_BYTES
@@ -135,6 +135,15 @@ def analytic_table(arch: Architecture, *, dtype: str, seq: int, batch: int,
     return rows
 
 
+def measured_dtype(cache_dtype: str, device: str, hw: HardwareInfo) -> str:
+    """What the scaled copy computes in: the cache dtype; 1-byte caches in bf16; bf16 as fp16
+    (the same two bytes per element) on GPUs without bf16 (T4, V100)."""
+    dtype = cache_dtype if cache_dtype in ("fp32", "fp16", "bf16") else "bf16"
+    if dtype == "bf16" and device == "cuda" and dtype_unsupported(device, dtype, hw):
+        return "fp16"
+    return dtype
+
+
 class KVCacheBenchmark(Benchmark[KVCacheConfig]):
     name = "kvcache"
     config_type = KVCacheConfig
@@ -155,8 +164,7 @@ class KVCacheBenchmark(Benchmark[KVCacheConfig]):
         if not config.measure:
             return []
         arch = config.arch
-        # The scaled copy computes in the cache dtype; 1-byte caches are measured in bf16.
-        dtype = config.dtype if config.dtype in ("fp32", "fp16", "bf16") else "bf16"
+        dtype = measured_dtype(config.dtype, config.device or ctx.device, ctx.hw)
         plans = []
         for kv in measured_variants(arch):
             model = scaled_copy(arch, config, kv)

@@ -126,13 +126,8 @@ def test_availability_reasons():
 
 # ------------------------------------------------------------------ key length != query length
 
-def positional_oracle(q, k, v, causal, window=None):
-    """fp64 attention from absolute positions, independent of every implementation: query row
-    i sits at position i + (s_k - s_q) and, causal, sees keys 0..position (position - window..
-    position with a window). A row that sees no key outputs zeros, with zero gradients."""
-    sq, sk = q.shape[2], k.shape[2]
-    g = q.shape[1] // k.shape[1]
-    k, v = k.double().repeat_interleave(g, dim=1), v.double().repeat_interleave(g, dim=1)
+def visible(sq, sk, causal, window):
+    """(s_q, s_k) True where query row i, at key position i + (s_k - s_q), sees the key."""
     pos = torch.arange(sq)[:, None] + (sk - sq)
     key = torch.arange(sk)[None, :]
     allowed = torch.ones(sq, sk, dtype=torch.bool)
@@ -140,6 +135,17 @@ def positional_oracle(q, k, v, causal, window=None):
         allowed &= key <= pos
     if window is not None:
         allowed &= key >= pos - window
+    return allowed
+
+
+def positional_oracle(q, k, v, causal, window=None):
+    """fp64 attention from absolute positions, independent of every implementation: query row
+    i sits at position i + (s_k - s_q) and, causal, sees keys 0..position (position - window..
+    position with a window). A row that sees no key outputs zeros, with zero gradients."""
+    sq, sk = q.shape[2], k.shape[2]
+    g = q.shape[1] // k.shape[1]
+    k, v = k.double().repeat_interleave(g, dim=1), v.double().repeat_interleave(g, dim=1)
+    allowed = visible(sq, sk, causal, window)
     sees = allowed.any(dim=-1, keepdim=True)
     scores = (q.double() @ k.transpose(-2, -1)) / q.shape[-1] ** 0.5
     scores = torch.where(allowed, scores, float("-inf"))
@@ -193,14 +199,7 @@ def test_reference_is_bottom_right_aligned(sq, sk):
 
 
 def brute_force_pairs(sq, sk, causal, window):
-    pos = torch.arange(sq)[:, None] + (sk - sq)
-    key = torch.arange(sk)[None, :]
-    allowed = torch.ones(sq, sk, dtype=torch.bool)
-    if causal:
-        allowed &= key <= pos
-    if window is not None:
-        allowed &= key >= pos - window
-    return int(allowed.sum())
+    return int(visible(sq, sk, causal, window).sum())
 
 
 @pytest.mark.parametrize("sq, sk", [(1, 37), (20, 45), (45, 20), (7, 7), (1, 1), (64, 3)])

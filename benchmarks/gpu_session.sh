@@ -1,24 +1,90 @@
 #!/usr/bin/env bash
 # One prepared pass over llmbench's CUDA paths, for a session that has a GPU for a few minutes.
-# Each step has its own time limit and the script goes on after a failure; every command's
-# output and JSON land in ${OUT:-gpu-session}/. Install first (torch for the machine's CUDA,
-# then `pip install -e '.[dev,triton]'`).
 #
-#     OUT=gpu-out bash benchmarks/gpu_session.sh
+#     bash benchmarks/gpu_session.sh RESULTS_DIR
+#
+# Each step has its own time limit (all of them together: 9 minutes) and the script goes on
+# after a failure; every step's output and JSON land in RESULTS_DIR, with summary.txt (also
+# printed at the end) and session.tar.gz holding everything. It must finish on any NVIDIA GPU
+# llmbench knows (A100, H100/H200, L4, RTX 4090, A4000, T4, V100, B200, RTX 5090, H20): steps
+# that a GPU cannot do record "unavailable" cases rather than failing.
+#
+# Without a CUDA GPU it is a rehearsal: the same steps at tiny shapes on the CPU (Triton through
+# its interpreter), to check the script itself before GPU minutes are spent on it.
+#
+# Install first: torch for the machine's CUDA, then `pip install -e '.[triton]'` (or, where
+# the dependencies are present already, `pip install --no-deps -e .`). A `.whl/` folder of
+# wheels at the repository root (pydantic and what it needs) is installed to /tmp/site first.
 set -u
-OUT=${OUT:-gpu-session}
-mkdir -p "$OUT"
+DIR=${1:?usage: bash benchmarks/gpu_session.sh RESULTS_DIR}
+mkdir -p "$DIR"
+cd "$(dirname "$0")/.." || exit 2
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if ! python3 -c "import llmbench.cli.app" 2>/dev/null; then
+  python3 -m pip install -q --no-deps -e . || { echo "cannot install llmbench"; exit 2; }
+fi
+export PYTHONUNBUFFERED=1
+LLMBENCH="python3 -m llmbench"
+
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  GPU=1
+  ARCH=$(python3 -c "import torch; print('sm%d%d' % torch.cuda.get_device_capability(0))")
+  SEQ=8192; SEQ_BWD=4096; KV=8192; TUNE_SEQ=4096
+  BWD_SHAPE="--heads 16 --kv-heads 4 --head-dim 128"
+  DECODE_SHAPE="--batch 8 --heads 32 --kv-heads 8 --head-dim 128"
+  COMM_SIZES=1KiB:256MiB
+  KV_DTYPE=bf16
+else
+  GPU=0; ARCH=sm80
+  export TRITON_INTERPRET=1
+  SEQ=256; SEQ_BWD=128; KV=256; TUNE_SEQ=64
+  BWD_SHAPE="--heads 4 --kv-heads 2 --head-dim 32"
+  DECODE_SHAPE="--batch 2 --heads 4 --kv-heads 2 --head-dim 32"
+  COMM_SIZES=1KiB:1MiB
+  KV_DTYPE=fp32  # Triton's interpreter computes in fp32 only
+  echo "no CUDA GPU: rehearsal at tiny shapes on the CPU"
+fi
+echo "mode=$([ $GPU = 1 ] && echo gpu || echo rehearsal) arch=$ARCH" >"$DIR/session.txt"
+
 step() {  # step NAME SECONDS COMMAND...
-  local name=$1 limit=$2
+  local name=$1 limit=$2 t0=$SECONDS code
   shift 2
-  echo "=== $name: $*"
-  timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1
-  echo "exit $? ($name)" | tee -a "$OUT/$name.txt"
-  tail -n 30 "$OUT/$name.txt"
+  echo "=== $name ($limit s): $*"
+  timeout --kill-after=10 "$limit" "$@" >"$DIR/$name.txt" 2>&1
+  code=$?
+  tail -n 25 "$DIR/$name.txt"
+  echo "exit $code after $((SECONDS - t0)) s: $name" | tee -a "$DIR/$name.txt" "$DIR/session.txt"
 }
-step env 60 llmbench env --json "$OUT/env.json"
-step attention 240 llmbench attention --seq 8192 --json "$OUT/attention.json" -q
-step triton 240 python benchmarks/gpu_attention_check.py
-step comm 180 llmbench comm --sizes 1KiB:1GiB --json "$OUT/comm.json" -q
-step ddp 180 llmbench ddp --model base --json "$OUT/ddp.json" -q
-step amp 180 llmbench amp --model mini --steps 30 --json "$OUT/amp.json" -q
+
+step env 30 $LLMBENCH env --head-dim 128 --json "$DIR/env.json"
+# What Triton compiles for this GPU's family, no launch: shared memory and registers per tile.
+step compile 60 $LLMBENCH tune attention --compile-only --arch "$ARCH" --json "$DIR/compile.json" -q
+# The headline: every implementation at seq 8192, forward, the GPU's default dtype.
+step attention 90 $LLMBENCH attention --seq "$SEQ" --json "$DIR/attention.json" -q
+# shellcheck disable=SC2086 # the shapes are lists of flags
+step attention-bwd 75 $LLMBENCH attention --seq "$SEQ_BWD" --mode fwd+bwd $BWD_SHAPE \
+  --json "$DIR/attention-bwd.json" -q
+# Decode-shaped attention: one query against a long key/value cache.
+# shellcheck disable=SC2086
+step decode 30 $LLMBENCH attention --seq 1 --kv-seq "$KV" $DECODE_SHAPE \
+  --impl standard,sdpa,sdpa-flash,sdpa-efficient,flash-attn,tiled,triton \
+  --json "$DIR/decode.json" -q
+if [ $GPU = 1 ]; then
+  step triton-check 90 python3 benchmarks/gpu_attention_check.py
+  step tune 60 $LLMBENCH tune attention --head-dims 128 --seq "$TUNE_SEQ" --block-m 64,128 \
+    --block-n 32,64,128 --warps 4,8 --stages 2,3 --json "$DIR/tune.json" -q
+else
+  step tune 60 $LLMBENCH tune attention --interpret --json "$DIR/tune.json" -q
+fi
+step kvcache 45 $LLMBENCH kvcache --model llama-3-8b --measure-seq "$KV" --measure-layers 4 \
+  --impl triton --dtype "$KV_DTYPE" --json "$DIR/kvcache.json" -q
+step comm 40 $LLMBENCH comm --sizes "$COMM_SIZES" --json "$DIR/comm.json" -q
+step ddp 45 $LLMBENCH ddp --model mini --json "$DIR/ddp.json" -q
+step amp 35 $LLMBENCH amp --model mini --steps 20 --json "$DIR/amp.json" -q
+
+python3 benchmarks/session_summary.py "$DIR" | tee "$DIR/summary.txt"
+tar -czf "$DIR/session.tar.gz" -C "$DIR" --exclude session.tar.gz . 2>/dev/null
+echo "everything: $DIR/session.tar.gz"

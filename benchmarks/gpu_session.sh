@@ -36,7 +36,7 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   BWD_SHAPE="--heads 16 --kv-heads 4 --head-dim 128"
   DECODE_SHAPE="--batch 8 --heads 32 --kv-heads 8 --head-dim 128"
   COMM_SIZES=1KiB:256MiB
-  KV_DTYPE=bf16
+  KV_DTYPE=bf16; KV_IMPL=triton
 else
   GPU=0; ARCH=sm80
   export TRITON_INTERPRET=1
@@ -44,7 +44,7 @@ else
   BWD_SHAPE="--heads 4 --kv-heads 2 --head-dim 32"
   DECODE_SHAPE="--batch 2 --heads 4 --kv-heads 2 --head-dim 32"
   COMM_SIZES=1KiB:1MiB
-  KV_DTYPE=fp32  # Triton's interpreter computes in fp32 only
+  KV_DTYPE=fp32; KV_IMPL=tiled  # the interpreter would outlast the step's limit
   echo "no CUDA GPU: rehearsal at tiny shapes on the CPU"
 fi
 echo "mode=$([ $GPU = 1 ] && echo gpu || echo rehearsal) arch=$ARCH" >"$DIR/session.txt"
@@ -80,7 +80,7 @@ else
   step tune 60 $LLMBENCH tune attention --interpret --json "$DIR/tune.json" -q
 fi
 step kvcache 45 $LLMBENCH kvcache --model llama-3-8b --measure-seq "$KV" --measure-layers 4 \
-  --impl triton --dtype "$KV_DTYPE" --json "$DIR/kvcache.json" -q
+  --impl "$KV_IMPL" --dtype "$KV_DTYPE" --json "$DIR/kvcache.json" -q
 step comm 40 $LLMBENCH comm --sizes "$COMM_SIZES" --json "$DIR/comm.json" -q
 step ddp 45 $LLMBENCH ddp --model mini --json "$DIR/ddp.json" -q
 step amp 35 $LLMBENCH amp --model mini --steps 20 --json "$DIR/amp.json" -q

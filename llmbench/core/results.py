@@ -1,4 +1,4 @@
-"""The result documents CI users parse (DESIGN.md's contract), and atomic writing.
+"""The result documents CI users parse (the results contract), and atomic writing.
 
 Change a field's meaning only together with SCHEMA_VERSION. `llmbench schema` prints the JSON
 Schema of `ResultDocument`.
@@ -190,7 +190,7 @@ def load_document(path: str | Path) -> ResultDocument:
                            f"{one_line(err['msg'])}") from None
 
 
-# Direction of each metric, read from its name (DESIGN.md): lower or higher is better, or None
+# Direction of each metric, read from its name: lower or higher is better, or None
 # for figures that are information only and never gate a build.
 _LOWER_SUFFIXES = ("_ms", "_s", "_bytes", "_error", "overhead_pct", "loss")
 _HIGHER_SUFFIXES = ("_tflops", "_per_s", "accuracy", "accuracies", "_x", "utilization_pct",

@@ -4,10 +4,13 @@ import json
 import math
 
 import pytest
+import torch
 
 from llmbench.benches.align import AlignBenchmark, AlignConfig
 from llmbench.core.errors import UsageError
 from llmbench.core.runner import RunOptions, run_benchmark
+from llmbench.train.loop import HostReads, build_model
+from llmbench.train.policy import generate, prompts_and_responses, sample
 
 INLINE = RunOptions(isolate=False)
 SMALL = dict(sft_steps=60, train_pairs=256, heldout_pairs=64, eval_samples=64, device="cpu")
@@ -67,11 +70,43 @@ def test_every_method_runs(hw, method, held):
     assert case.metrics["models_held"] == held
     assert case.metrics["peak_memory_bytes"] >= 0
     if method in ("ppo", "rlhf"):
+        # A rollout reads the device once: the rows, to score them by the rule.
+        assert case.metrics["rollout/host_reads"] == 1
+        assert case.metrics["rollout/tokens_sampled"] == 8 * 7
         for key in ("objective/scores", "objective/kl", "objective/entropy", "policy/approxkl",
                     "policy/clipfrac", "loss/policy", "loss/value", "val/ratio"):
             assert f"history/{key}" in case.metrics
     if method == "rm":
         assert 0 <= case.metrics["eval/accuracy"] <= 1
+
+
+def test_generation_reads_nothing_back():
+    model = build_model("tiny", seed=0, device="cpu")
+    prompts = torch.randint(0, 256, (4, 5), generator=torch.Generator().manual_seed(1))
+    for max_new in (1, 8):
+        with HostReads() as reads:
+            rows, mask = generate(model, prompts, max_new=max_new, temperature=1.0,
+                                  generator=torch.Generator().manual_seed(0))
+        assert reads.calls == []  # not per token, nor per call
+    again, _ = generate(model, prompts, max_new=8, temperature=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    assert torch.equal(rows, again) and rows.shape == (4, 13) and mask.shape == (4, 12)
+    with HostReads() as reads:  # scoring by the rule: one read of the rows
+        pairs = prompts_and_responses(rows, 5)
+    assert reads.count == 1
+    assert [p for p, _ in pairs] == [bytes(r) for r in prompts.tolist()]
+    elsewhere = torch.zeros((4, 5), dtype=torch.long, device="meta")
+    with pytest.raises(ValueError, match="generator is on cpu, the prompts on meta"):
+        generate(model, elsewhere, max_new=2, temperature=1.0, generator=torch.Generator())
+
+
+def test_sampling_makes_multinomials_draws():
+    """A seed gives a CPU run the tokens torch.multinomial sampled before (on the host)."""
+    probs = torch.softmax(3 * torch.randn(16, 256, generator=torch.Generator().manual_seed(2)),
+                          dim=-1)
+    ours, theirs = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(20):
+        assert torch.equal(sample(probs, ours), torch.multinomial(probs, 1, generator=theirs))
 
 
 def test_divergence_is_a_status_not_a_traceback(hw):

@@ -5,7 +5,15 @@ from llmbench.core.errors import UsageError
 from llmbench.train import optimizers
 from llmbench.train.checkpointing import segments
 from llmbench.train.data import synthetic_batches
-from llmbench.train.loop import Precision, build_model, gradients, lm_loss, train_step
+from llmbench.train.loop import (
+    HostReads,
+    Precision,
+    build_model,
+    forward_loss,
+    gradients,
+    lm_loss,
+    train_step,
+)
 
 
 def test_synthetic_batches_are_deterministic_progressions():
@@ -37,15 +45,87 @@ def test_accumulated_gradient_equals_whole_batch():
         assert torch.allclose(a, w, atol=1e-12)
 
 
-def test_fp16_step_reports_the_scale():
+def _fp16_run(optimizer, lr, batch, seq, seed):
+    """A tiny model, its optimizer, fp16 autocast with its scaler, and one batch."""
     model = build_model("tiny", seed=0, device="cpu")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     precision = Precision("fp16", "cpu")
-    scaler = precision.scaler()
-    tokens = synthetic_batches(vocab=256, batch=2, seq=8, count=1, seed=3)[0]
+    tokens = synthetic_batches(vocab=256, batch=batch, seq=seq, count=1, seed=seed)[0]
+    return model, optimizer(model.parameters(), lr=lr), precision, precision.scaler(), tokens
+
+
+def test_fp16_step_reports_the_scale():
+    model, opt, precision, scaler, tokens = _fp16_run(torch.optim.AdamW, 1e-3, 2, 8, 3)
     result = train_step(model, opt, tokens, precision=precision, scaler=scaler)
     assert result.scale == 65536.0 and not result.skipped
     assert Precision("bf16", "cpu").scaler() is None
+
+
+def test_host_reads_sees_every_read_call():
+    t, flag = torch.tensor([1.5, 2.5]), torch.tensor(True)
+    reads = {
+        "__float__": lambda: float(t[0]), "__int__": lambda: int(t[0]),
+        "__index__": lambda: [0, 1][torch.tensor(1)], "__bool__": lambda: 1 if flag else 0,
+        "item": lambda: t[0].item(), "tolist": t.tolist, "numpy": t.numpy, "cpu": t.cpu,
+        "to": lambda: t.to("cpu"),
+    }
+    for name, call in reads.items():
+        with HostReads() as counted:
+            call()
+        assert counted.calls == [name]
+    with HostReads() as counted:  # device-side work, and a copy that does not wait
+        (t * 2).float().to(torch.float64).sum()
+        t.to("cpu", non_blocking=True)
+    assert counted.count == 0
+
+
+def _direct_loss(model, tokens, precision, parts):
+    """The loss the step reports, as the code before lazy reads summed it: Python floats."""
+    total = 0.0
+    with torch.no_grad():
+        for part in tokens.chunk(parts, dim=0):
+            total += float(forward_loss(model, part, precision) / parts)
+    return total
+
+
+@pytest.mark.parametrize("name", ["fp32", "bf16"])
+def test_train_step_reads_nothing_until_the_loss_is_read(name):
+    model = build_model("tiny", seed=0, device="cpu")
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)  # its step reads nothing back either
+    precision = Precision(name, "cpu")
+    tokens = synthetic_batches(vocab=256, batch=8, seq=16, count=1, seed=6)[0]
+    expected = _direct_loss(model, tokens, precision, 4)
+    with HostReads() as during:
+        result = train_step(model, opt, tokens, precision=precision, micro_batches=4)
+    assert during.calls == []
+    with HostReads() as first:
+        loss = result.loss
+    with HostReads() as again:
+        assert result.loss == loss and not result.skipped and result.scale is None
+    assert first.count == 1 and again.count == 0
+    assert loss == expected  # the sum over micro-batches of loss / 4, exactly as before
+
+
+def test_fp16_step_reads_only_the_scalers_inf_check():
+    model, opt, precision, scaler, tokens = _fp16_run(torch.optim.SGD, 1e-2, 8, 16, 6)
+    expected = _direct_loss(model, tokens, precision, 4)
+    with HostReads() as during:
+        result = train_step(model, opt, tokens, precision=precision, scaler=scaler,
+                            micro_batches=4)
+    assert during.calls == ["item"]  # GradScaler.step: skip the update on inf/NaN gradients?
+    with HostReads() as reading:
+        assert (result.loss, result.scale, result.skipped) == (expected, 65536.0, False)
+    assert reading.count == 1
+
+
+def test_fp16_step_reports_a_skipped_update():
+    model = build_model("tiny", seed=0, device="cpu")
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127)  # scaled gradients overflow
+    tokens = synthetic_batches(vocab=256, batch=2, seq=8, count=1, seed=3)[0]
+    before = [q.detach().clone() for q in model.parameters()]
+    result = train_step(model, opt, tokens, precision=Precision("fp16", "cpu"), scaler=scaler)
+    assert result.skipped and result.scale == 2.0 ** 127 and scaler.get_scale() == 2.0 ** 126
+    assert all(torch.equal(q, b) for q, b in zip(model.parameters(), before, strict=True))
 
 
 @pytest.mark.parametrize("policy, layers, every, expected", [

@@ -13,7 +13,7 @@ import torch
 from llmbench.core import progress
 from llmbench.core.timing import TimeStats, stopwatch
 from llmbench.models.transformer import Transformer
-from llmbench.train.policy import encode, generate, response_logps, responses_of
+from llmbench.train.policy import encode, generate, prompts_and_responses, response_logps
 from llmbench.train.prefs import DIGITS, Pair, PrefData, load_data, rule_score
 from llmbench.train.reference import sft_reference
 
@@ -30,7 +30,8 @@ class Run:
     device: str
     data: PrefData
     rng: random.Random
-    gen: torch.Generator
+    gen: torch.Generator  # CPU draws: minibatch orders
+    sampler: torch.Generator | None = None  # on `dev`, for generation (`gen` itself on a CPU)
     history: dict[str, list[float]] = field(default_factory=dict)
     step_ms: list[float] = field(default_factory=list)
     tokens_per_step: list[int] = field(default_factory=list)
@@ -90,6 +91,10 @@ def make_run(payload: dict[str, Any]) -> Run:
                      heldout=p["heldout_pairs"], seed=p["seed"])
     run = Run(params=p, device=p["device"], data=data, rng=random.Random(f"run-{p['seed']}"),
               gen=torch.Generator().manual_seed(p["seed"]))
+    # Tokens are sampled where the model is, so that a token costs no device-to-host copy; on
+    # a CPU that is `gen` itself, which keeps a CPU run's draws (and results) for a seed.
+    run.sampler = run.gen if run.dev.type == "cpu" else \
+        torch.Generator(device=run.dev).manual_seed(p["seed"])
     run.clock = stopwatch(p["device"])
     return run
 
@@ -156,12 +161,16 @@ def rule_eval(run: Run, model: Transformer, *, n: int | None = None) -> dict[str
     if prompts is None:
         return {}
     rows, _ = generate(model, prompts, max_new=DIGITS + 1, temperature=run.p("temperature"),
-                       generator=run.gen)
-    responses = responses_of(rows, prompts.shape[1])
-    scores = [rule_score(run.data.task, bytes(p.tolist()), r)
-              for p, r in zip(prompts.cpu(), responses, strict=True)]
+                       generator=run.sampler)
+    scores = rule_scores(run, rows, prompts.shape[1])
     return {"rule_satisfaction": sum(s == 1.0 for s in scores) / len(scores),
             "rule_score": sum(scores) / len(scores)}
+
+
+def rule_scores(run: Run, rows: torch.Tensor, prompt_len: int) -> list[float]:
+    """The task rule's score of each sampled row. Reads the rows to the host once: a sync on
+    a GPU, and the only one a rollout makes (generation reads nothing back)."""
+    return [rule_score(run.data.task, p, r) for p, r in prompts_and_responses(rows, prompt_len)]
 
 
 def heldout_rule_and_prefs(run: Run, model: Transformer,

@@ -21,9 +21,11 @@ from llmbench.benches.align.common import (
     pair_logps,
     reference_policy,
     role_metrics,
+    rule_scores,
 )
 from llmbench.benches.align.rm import cached_reward_model, reward_accuracy
 from llmbench.core.memory import measure_peak
+from llmbench.train.loop import HostReads
 from llmbench.train.losses import (
     gae,
     kl_penalty,
@@ -32,8 +34,8 @@ from llmbench.train.losses import (
     ppo_policy_loss,
     ppo_value_loss,
 )
-from llmbench.train.policy import ScalarHead, generate, responses_of, token_logprobs
-from llmbench.train.prefs import DIGITS, rule_score
+from llmbench.train.policy import ScalarHead, generate, token_logprobs
+from llmbench.train.prefs import DIGITS
 
 MINIBATCHES = 2
 VF_COEF = 0.1
@@ -48,6 +50,20 @@ def _prompt_batch(run: Run, batch: int) -> torch.Tensor:
     length = run.rng.choice(sorted(by_len))
     prompts = [run.rng.choice(by_len[length]) for _ in range(batch)]
     return torch.tensor([list(p) for p in prompts], device=run.dev)
+
+
+def _rollout(run: Run, policy: torch.nn.Module, batch: int, max_new: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Sample responses to a batch of prompts: the rows, their response mask, and with a task
+    the rule's ("gold") score of each row. Tokens are sampled on the device without reading
+    anything back; scoring by the rule reads the rows once (inherent: the rule runs in Python)."""
+    prompts = _prompt_batch(run, batch)
+    rows, mask = generate(policy, prompts, max_new=max_new, temperature=run.p("temperature"),
+                          generator=run.sampler)
+    gold = None
+    if run.data.task is not None:
+        gold = torch.tensor(rule_scores(run, rows, prompts.shape[1]), device=run.dev)
+    return rows, mask, gold
 
 
 def run_ppo(run: Run, *, with_reward_model: bool) -> dict[str, Any]:
@@ -78,19 +94,11 @@ def run_ppo(run: Run, *, with_reward_model: bool) -> dict[str, Any]:
     def loop() -> None:
         for step in range(steps):
             run.start_step()
-            prompts = _prompt_batch(run, batch)
-            rows, mask = generate(policy, prompts, max_new=max_new,
-                                  temperature=run.p("temperature"), generator=run.gen)
+            rows, mask, gold = _rollout(run, policy, batch, max_new)
             with torch.no_grad():
                 old_logp, entropy = token_logprobs(policy, rows)
                 ref_logp, _ = token_logprobs(reference, rows)
                 old_values = value(rows)[:, :-1]
-                gold = None
-                if run.data.task is not None:
-                    texts = responses_of(rows, prompts.shape[1])
-                    gold = torch.tensor([rule_score(run.data.task, bytes(p.tolist()), r)
-                                         for p, r in zip(prompts.cpu(), texts, strict=True)],
-                                        device=run.dev)
                 score = reward_model.reward(rows, mask) if reward_model is not None else gold
                 kl = kl_penalty(old_logp, ref_logp, run.p("kl_estimator")) * mask
                 rewards = -kl_coef * kl
@@ -137,6 +145,12 @@ def run_ppo(run: Run, *, with_reward_model: bool) -> dict[str, Any]:
 
     _, peak = measure_peak(loop, device=run.device)
     after = heldout_rule_and_prefs(run, policy, held_ref)
+    # One more rollout, untimed and after every reported figure, counting the reads to the host
+    # it makes from Python (what HostReads sees): 0 while sampling, 1 to score by the rule.
+    with HostReads() as reads:
+        _rollout(run, policy, batch, max_new)
+    extra["rollout/host_reads"] = reads.count
+    extra["rollout/tokens_sampled"] = batch * max_new
     roles = {"policy": policy, "reference": reference, "value": value}
     if reward_model is not None:
         roles["reward"] = reward_model

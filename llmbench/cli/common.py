@@ -189,7 +189,9 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
 
         result = run_distributed(benches.get(bench_name), config, options=options,
                                  progress=ConsoleProgress(err, quiet=quiet))
-        if not result.is_main:
+        if not result.is_main:  # rank 0 writes and reports; a failed group exits 1 everywhere
+            if result.failure is not None:
+                raise typer.Exit(1)
             return None
         doc, interrupted = result.document, result.interrupted
         failure, log_path = result.failure, result.log_path

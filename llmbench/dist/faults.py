@@ -8,6 +8,7 @@ case when left out):
 - fail: raise inside the collectives (the rank stops; the group is torn down)
 - exit: leave the process with exit code 3 without a word, as a crash would
 - hang: stop responding inside the collectives
+- connect-hang: stop responding while joining the group (as a wrong NCCL_SOCKET_IFNAME would)
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import time
 from llmbench.dist import status
 
 ENV = "LLMBENCH_DIST_FAULT"
-KINDS = {"setup-fail": "setup", "fail": "collective", "exit": "collective", "hang": "collective"}
+KINDS = {"setup-fail": "setup", "fail": "collective", "exit": "collective", "hang": "collective",
+         "connect-hang": "connecting"}
 
 
 class InjectedFault(RuntimeError):
@@ -45,7 +47,7 @@ def inject(point: str) -> None:
         return
     if kind == "exit":
         os._exit(3)
-    if kind == "hang":
+    if kind in ("hang", "connect-hang"):
         while True:
             time.sleep(3600)
     raise InjectedFault(f"injected fault ({ENV}={text})")

@@ -12,7 +12,7 @@ stops the process and the launcher tears the group down and says which rank fail
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -27,14 +27,50 @@ from llmbench.dist import faults, status
 fatal: str | None = None  # set when a collective failed on this rank: the group is unusable
 
 
-def init(*, backend: str, device: str, local_rank: int, timeout_s: float) -> None:
-    """Join the group named by the environment (env://). A rank that waits longer than
-    `timeout_s` in one collective raises instead of waiting for ever."""
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
+def init(*, backend: str, device: str, local_rank: int, timeout_s: float,
+         on_store: Callable[[Any], object] | None = None) -> Any:
+    """Join the group named by the environment (env://) and return its rendezvous store
+    (wrapped in a prefix of llmbench's own). `timeout_s` is the group's collective time-out:
+    past it a Gloo rank raises, while NCCL's watchdog ends the process (SIGABRT, with torch's
+    default TORCH_NCCL_ASYNC_ERROR_HANDLING=3); llmbench's callers set it well beyond their own
+    hang detection so that theirs reports first. `on_store(store)` is called as soon as the
+    store exists, before the slow part (so a watchdog can watch the set-up itself).
+
+    On CUDA each rank first picks its GPU (`devices`) and the ranks check through the store
+    that no two picked the same one. With NCCL the group is created bound to that GPU
+    (`device_id`), which makes NCCL build its communicator here rather than at the first
+    collective, and a barrier proves every rank has one: a set-up hang (a wrong
+    NCCL_SOCKET_IFNAME, InfiniBand) is then reported in the `connecting` phase, not as a hang
+    of the first case."""
+    import os
+
     status.report("connecting")
-    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    raw, rank_, world = next(dist.rendezvous("env://", timeout=timeout))
+    raw.set_timeout(timeout)
+    # llmbench's keys go through a connection of their own: torch's set-up blocks the
+    # rendezvous connection while it waits for the others, and a watchdog must still talk.
+    own = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                        is_master=False, timeout=timeout)
+    store = dist.PrefixStore("llmbench", own)
+    if on_store is not None:
+        on_store(store)
+    faults.inject("connecting")
+    device_id = None
+    if device == "cuda":
+        from llmbench.dist import devices
+
+        choice = devices.choose(rank=rank_, local_rank=local_rank, env=os.environ)
+        devices.check_distinct(devices.exchange(store, choice, world, timeout))
+        torch.cuda.set_device(choice.index)
+        if backend == "nccl":
+            device_id = torch.device("cuda", choice.index)
+    dist.init_process_group(backend=backend, store=dist.PrefixStore("default_pg", raw), rank=rank_, world_size=world,
+                            timeout=timeout, device_id=device_id)
+    if device_id is not None:
+        dist.barrier(device_ids=[device_id.index])
     status.report("ready")
+    return store
 
 
 def finish() -> None:
@@ -107,6 +143,22 @@ def samples_across_ranks(samples: list[float]) -> tuple[list[float], list[list[f
     when its slowest rank does, so the maximum is the call's time."""
     everyone = gather([float(s) for s in samples])
     return [max(values) for values in zip(*everyone, strict=True)], everyone
+
+
+def mean_across_ranks(samples: list[float]) -> tuple[list[float], list[list[float]]]:
+    """(per-sample mean over the ranks, every rank's own samples): nccl-tests' reduction of
+    its windowed times, where the barrier before each window has lined the ranks up."""
+    everyone = gather([float(s) for s in samples])
+    return [sum(values) / len(values) for values in zip(*everyone, strict=True)], everyone
+
+
+def barrier() -> None:
+    """A barrier on the group's device (on NCCL the calling thread waits until the barrier
+    has completed on this rank's current stream)."""
+    if torch.cuda.is_available() and dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
 
 
 def slowest_calls(samples: list[float]) -> TimeStats:

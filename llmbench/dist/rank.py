@@ -53,6 +53,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C
     status.report("starting", thread=f"0x{threading.main_thread().ident:016x}")
     _dump_stack_on_sigusr1(directory, rank)
+    faulthandler.enable(file=sys.stderr, all_threads=True)  # NCCL's watchdog aborts: stacks
     try:
         from llmbench.core.isolate import run_inline
         from llmbench.dist import group

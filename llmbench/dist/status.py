@@ -3,7 +3,9 @@ rank failed or hung, and why.
 
 A rank launched by `llmbench ... --nproc N` finds the run's directory in $LLMBENCH_DIST_DIR
 and rewrites `rank<R>.json` there at every phase change (a handful per case, never inside
-the timed loop). Elsewhere (under the user's own torchrun) `report` does nothing.
+the timed loop). Under a launch of the user's own (torchrun, srun) there is no parent to read
+files: the ranks publish their status in the rendezvous store instead (`publish_to`), where
+each rank's watchdog reads the others' (`llmbench.dist.watchdog`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,35 @@ PHASES = ("starting", "connecting", "ready", "setup", "agreeing", "collective", 
           "finished", "failed")
 
 _state: dict[str, Any] = {}
+_store: Any = None  # a torch.distributed Store, under a launch of the user's own
+
+
+def publish_to(store: Any) -> None:
+    """Also publish every status as key `status/<rank>` of `store` (None: stop)."""
+    global _store
+    _store = store
+    if store is not None and _state:
+        _publish()
+
+
+def _publish() -> None:
+    try:
+        _store.set(f"status/{_state['rank']}", json.dumps(_state))
+    except Exception:  # noqa: BLE001 - a diagnostic: never let it fail the rank
+        pass
+
+
+def read_store(store: Any, world_size: int, kind: str = "status") -> dict[int, Any]:
+    """Every rank's last `kind` record in `store`; ranks that published none are missing."""
+    out = {}
+    for r in range(world_size):
+        key = f"{kind}/{r}"
+        try:
+            if store.check([key]):
+                out[r] = json.loads(store.get(key))
+        except Exception:  # noqa: BLE001 - the store may be gone with its host rank
+            continue
+    return out
 
 
 def rank() -> int:
@@ -38,6 +69,8 @@ def stack_path(directory: str | Path, rank_: int) -> Path:
 def report(phase: str, **fields: Any) -> None:
     """Record that this rank entered `phase` (with the case it is in, once set)."""
     _state.update(fields, phase=phase, rank=rank(), pid=os.getpid(), time=time.time())
+    if _store is not None:
+        _publish()
     directory = os.environ.get(DIR_ENV)
     if not directory:
         return

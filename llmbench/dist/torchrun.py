@@ -32,6 +32,7 @@ from llmbench.benches.base import CasePlan
 from llmbench.core.errors import one_line
 from llmbench.core.isolate import Outcome, child_environment
 from llmbench.dist import status
+from llmbench.dist.diagnosis import first_failure, hang_report, short_path, where
 from llmbench.dist.rank import RESULTS
 
 TOKEN_ENV = "LLMBENCH_DIST_RUN"
@@ -174,17 +175,14 @@ class TorchrunGroup:
         silent = {r: c for r, c in _torchrun_exit_codes(self._log_text()).items()
                   if c not in (0, -signal.SIGTERM)  # SIGTERM: stopped by torchrun after
                   and statuses.get(r, {}).get("phase") != "failed"}
-        first = None
         if silent:
             rank = min(silent)
-            first = (rank, f"rank {rank} {_describe_exit(silent[rank])}"
-                     f"{_where(statuses.get(rank, {}))} without reporting an error")
-        elif failed:
-            s = failed[0]
-            first = (s["rank"], f"rank {s['rank']} failed{_where(s)}: {s.get('reason')}")
-        if first is not None:
-            then = [str(s["rank"]) for s in failed if s["rank"] != first[0]]
-            return first[1] + (f" (then rank {', '.join(then)} failed too)" if then else "")
+            then = [str(s["rank"]) for s in failed]
+            return (f"rank {rank} {_describe_exit(silent[rank])}"
+                    f"{where(statuses.get(rank, {}))} without reporting an error"
+                    + (f" (then rank {', '.join(then)} failed too)" if then else ""))
+        if failed:
+            return first_failure(statuses) or ""
         missing = [r for r in range(self.nproc) if r not in statuses]
         tail = _last_line(self._log_text())
         if len(missing) == self.nproc:
@@ -193,27 +191,8 @@ class TorchrunGroup:
         return f"torchrun exited with code {code}" + (f": {tail}" if tail else "")
 
     def _why_hung(self, statuses: dict[int, dict[str, Any]], idle: float) -> str:
-        stacks = self._stacks(statuses)
-        waiting, stuck, details = [], [], []
-        for r in range(self.nproc):
-            s = statuses.get(r)
-            if s is None:
-                stuck.append(r)
-                details.append(f"rank {r} never started")
-                continue
-            frame = stacks.get(r)
-            where = f" at {frame[0]}:{frame[1]} in {frame[2]}" if frame else ""
-            if frame and frame[0].startswith("torch/"):
-                waiting.append(r)
-                details.append(f"rank {r} waiting{where}")
-            else:
-                stuck.append(r)
-                details.append(f"rank {r} in its {s.get('phase')} phase{where}")
-        hung = stuck or waiting
-        case = next((s.get("case") for s in statuses.values() if s.get("case")), None)
-        names = ", ".join(map(str, hung))
-        return (f"rank {names} hung: no progress for {idle:.0f} s"
-                + (f" in case {case}" if case else "") + f" ({'; '.join(details)})")
+        return hang_report(statuses, self._stacks(statuses), self.nproc, idle,
+                           self.spec["backend"])
 
     def _stacks(self, statuses: dict[int, dict[str, Any]]) -> dict[int, tuple[str, int, str]]:
         """Ask every rank for its Python stack (SIGUSR1) and read each main thread's top."""
@@ -262,14 +241,6 @@ class TorchrunGroup:
         kill_leftovers(self._token)
 
 
-def _where(s: dict[str, Any]) -> str:
-    if s.get("case"):
-        return f" in case {s['case']}"
-    if s.get("phase"):
-        return f" while {s['phase']}"
-    return ""
-
-
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -301,15 +272,8 @@ def innermost_frame(dump: str, thread: str | None) -> tuple[str, int, str] | Non
     for block in chosen or blocks:
         m = re.search(r'File "([^"]+)", line (\d+) in (\S+)', block)
         if m:
-            return _short(m.group(1)), int(m.group(2)), m.group(3)
+            return short_path(m.group(1)), int(m.group(2)), m.group(3)
     return None
-
-
-def _short(path: str) -> str:
-    """'/…/site-packages/torch/distributed/x.py' -> 'torch/distributed/x.py'."""
-    parts = Path(path).parts
-    starts = [len(parts) - 1 - parts[::-1].index(a) for a in ("llmbench", "torch") if a in parts]
-    return "/".join(parts[max(starts):]) if starts else Path(path).name
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -363,7 +363,8 @@ DIST_COMMON = ["--nproc", "--backend", "--device", "--iters", "--warmup", "--tim
 
 
 def test_distributed_flags_are_pinned():
-    assert _flags("comm") == sorted(DIST_COMMON + ["--collectives", "--sizes", "--dtype"])
+    assert _flags("comm") == sorted(DIST_COMMON + ["--collectives", "--sizes", "--dtype",
+                                                  "--windows"])
     assert _flags("ddp") == sorted(DIST_COMMON + [
         "--strategies", "--model", "--batch", "--seq", "--lr", "--seed", "--zero-models",
         "--zero-scheme", "--zero-ranks"])

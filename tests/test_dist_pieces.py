@@ -99,3 +99,28 @@ def test_an_agreed_failure_keeps_its_status():
         "oom", "rank 1: out of memory")
     with pytest.raises(ValueError):
         CaseFailed("ok", "fine")
+
+
+def test_the_collective_check_needs_little_memory_and_finds_a_wrong_element():
+    """The result check compares in the buffer's own dtype, a chunk at a time: checking a
+    64 MiB buffer takes a few MiB (the float64 copies it once made took 4x the buffer)."""
+    import torch
+
+    from llmbench.core.memory import measure_peak
+    from llmbench.dist.collectives import _chunks, check_chunks
+
+    size = 64 * 2**20
+    buf, built = measure_peak(lambda: _chunks([1.0, 2.0], size // 4, torch.float32,
+                                              torch.device("cpu")))
+    assert built.peak_bytes <= 1.1 * size  # the buffer itself, built in place
+    _, checked = measure_peak(lambda: check_chunks(buf, [1.0, 2.0], "all_gather"))
+    assert checked.peak_bytes <= 0.25 * size, checked.peak_bytes  # was 4.25x
+    buf[size // 4 - 5] = 3.0
+    with pytest.raises(RuntimeError, match=rf"wrong all_gather result: element "
+                                           rf"{size // 4 - 5} is 3, expected 2"):
+        check_chunks(buf, [1.0, 2.0], "all_gather")
+    half = torch.full((10,), 8.0, dtype=torch.float16)
+    check_chunks(half, [8.0, 8.0], "all_reduce")
+    half[7] = float("nan")
+    with pytest.raises(RuntimeError, match="element 7 is nan"):
+        check_chunks(half, [8.0, 8.0], "all_reduce")

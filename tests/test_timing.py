@@ -292,3 +292,23 @@ def test_stopwatch_flushes_only_when_asked(fake_gpu):
     fake_gpu.work()
     assert clock.stop_ms() == pytest.approx(0.05)  # the flush is before the start event
     assert fake_gpu.log.count(("flush",)) == 1
+
+
+def test_windows_time_back_to_back_calls_after_a_barrier_as_nccl_tests_does():
+    from llmbench.core.timing import measure_windows
+
+    events = []
+
+    def call():
+        events.append("call")
+        time.sleep(0.002)
+
+    stats = measure_windows(call, warmup=2, ops=4, windows=3,
+                            barrier=lambda: events.append("barrier"))
+    # 2 untimed calls, then per window: a barrier and exactly 4 calls (lock-step safe).
+    assert events == ["call"] * 2 + (["barrier"] + ["call"] * 4) * 3
+    assert stats.n == 3
+    # A sample is the window's time per call: at least the 2 ms sleep, not 4 x 2 ms.
+    assert all(0.002e3 <= s < 0.002e3 * 4 for s in stats.samples), stats.samples
+    with pytest.raises(ValueError):
+        measure_windows(call, warmup=0, ops=0, windows=1, barrier=lambda: None)

@@ -1,9 +1,12 @@
 """`llmbench comm`: how fast this machine's collectives are, per operation and message size.
 
-Each case is one collective at one size, timed on every rank in lock step (a fixed number of
-warm-up and timed calls); a sample is the slowest rank's time for that call. Reported with
-nccl-tests' conventions (github.com/NVIDIA/nccl-tests, doc/PERFORMANCE.md), with S the size
-of the largest buffer and t the median time:
+Each case is one collective at one size, timed on every rank in lock step as nccl-tests
+times it: `warmup` untimed calls, then `windows` times a barrier, the start mark, `iters`
+back-to-back calls and the end mark (`core.timing.measure_windows`). A sample is a window's
+time per call, averaged over the ranks (nccl-tests' default `-a 1`). Single calls are never
+timed alone: for small messages that would time Python's dispatch and the ranks' skew.
+Reported with nccl-tests' conventions (github.com/NVIDIA/nccl-tests, doc/PERFORMANCE.md),
+with S the size of the largest buffer and t the median time:
 
     algbw = S / t
     busbw = algbw * factor:  all_reduce 2(n-1)/n; all_gather, reduce_scatter, all_to_all
@@ -31,7 +34,6 @@ from llmbench.core.errors import UsageError
 from llmbench.core.fit import two_term_fit
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult
-from llmbench.core.timing import lockstep_policy
 from llmbench.core.units import DTYPE_BYTES, format_bytes, size_label
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all")
@@ -59,6 +61,9 @@ class CommConfig(DistConfig):
     sizes: list[int] | None = Field(None, description="bytes, smallest first; None: 1KiB:1GiB "
                                     "on cuda, 1KiB:64MiB on cpu (doubling)")
     dtype: CommDtype = "fp32"
+    windows: int = Field(5, ge=1, description="timed windows per case, each of `iters` "
+                         "back-to-back calls after a barrier; a sample is one window's time "
+                         "per call")
 
     @field_validator("collectives")
     @classmethod
@@ -83,7 +88,9 @@ class CommConfig(DistConfig):
 
 
 def rounded_sizes(sizes: list[int], nproc: int, elem: int) -> list[int]:
-    """Each size down to a whole number of elements per rank (as nccl-tests does)."""
+    """Each size down to a whole number of elements per rank: what nccl-tests does for the
+    operations that split the buffer among the ranks, applied to every operation so that one
+    size means the same bytes in all of them."""
     unit = nproc * elem
     if sizes[0] < unit:
         raise UsageError(f"--sizes {format_bytes(sizes[0])}: below one {elem}-byte element per "
@@ -106,12 +113,12 @@ class CommBenchmark(DistributedBenchmark[CommConfig]):
             "sizes": rounded_sizes(sizes, group["nproc"], DTYPE_BYTES[config.dtype])})
 
     def plan(self, config: CommConfig, ctx: PlanContext) -> list[CasePlan]:
-        timing = lockstep_policy(warmup=config.warmup, iters=config.iters).model_dump()
         return [CasePlan(
             name=f"{c}/size={size_label(s)}",
             params={"collective": c, "bytes": s, "dtype": config.dtype, "nproc": config.nproc,
                     "backend": config.backend, "device": config.device},
-            run_args={"timing": timing})
+            run_args={"timing": {"warmup": config.warmup, "ops": config.iters,
+                                 "windows": config.windows}})
             for c in config.collectives for s in config.sizes]
 
     def summarize(self, config: CommConfig, cases: list[CaseResult],
@@ -151,33 +158,55 @@ class CommBenchmark(DistributedBenchmark[CommConfig]):
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from llmbench.core.timing import TimeStats, TimingPolicy, measure
+    from llmbench.core.memory import measure_peak
+    from llmbench.core.timing import TimeStats, measure_windows
     from llmbench.dist import collectives, group
     from llmbench.train.loop import TORCH_DTYPES, device_of
 
     p = payload["params"]
     n, rank = group.world_size(), group.rank()
     device = device_of(p["device"])
-    with group.local():
-        op, check = collectives.prepare(p["collective"], p["bytes"], TORCH_DTYPES[p["dtype"]],
-                                        device, rank, n)
+    cuda = device.type == "cuda"
+
+    def case() -> tuple[TimeStats, list[list[float]]]:
+        with group.local():
+            op, check = collectives.prepare(p["collective"], p["bytes"],
+                                            TORCH_DTYPES[p["dtype"]], device, rank, n)
+        with group.collective():
+            op()
+            if cuda:
+                torch.cuda.synchronize()
+        with group.local():
+            check()
+        with group.collective():
+            mine = measure_windows(op, device=p["device"], barrier=group.barrier,
+                                   **payload["timing"])
+            windows, per_rank = group.mean_across_ranks(mine.samples)
+        return TimeStats.from_samples(windows), per_rank
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    (stats, per_rank), peak = measure_peak(case, device=p["device"])
     with group.collective():
-        op()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    with group.local():
-        check()
-    with group.collective():
-        mine = measure(op, device=p["device"], policy=TimingPolicy(**payload["timing"]))
-        calls, per_rank = group.samples_across_ranks(mine.samples)
-    slowest = TimeStats.from_samples(calls)
-    seconds = slowest.median / 1e3
+        peaks = group.gather([peak.peak_bytes,
+                              torch.cuda.max_memory_reserved() if cuda else None])
+    seconds = stats.median / 1e3
     algbw = p["bytes"] / seconds / 1e9
-    return {
-        "time_ms": slowest.model_dump(),
+    out = {
+        "time_ms": stats.model_dump(),
         "algbw_gb_per_s": algbw,
         "busbw_gb_per_s": algbw * bus_factor(p["collective"], n),
         "bus_factor": bus_factor(p["collective"], n),
         "median_ms_per_rank": [TimeStats.from_samples(r).median for r in per_rank],
+        # Every rank's window samples, rank-major (rank 0's windows, then rank 1's, ...).
+        "window_ms_by_rank": [w for r in per_rank for w in r],
         "result_checked": True,
+        # Buffers, the check's scratch, and the backend's own buffers on this rank, above
+        # what it held before the case.
+        "peak_memory_bytes": max(r[0] for r in peaks),
+        "peak_memory_bytes_per_rank": [float(r[0]) for r in peaks],
+        "peak_memory_method": peak.method,
     }
+    if cuda:  # absolute: the caching allocator's reserve, NCCL's buffers are outside it
+        out["peak_reserved_bytes"] = max(r[1] for r in peaks)
+    return out

@@ -56,7 +56,12 @@ def comm(
         "1KiB:64MiB on cpu]")] = None,
     dtype: Annotated[Literal["fp32", "fp16", "bf16", "fp64"], typer.Option(
         help="Element type.")] = "fp32",
-    iters: Annotated[int, _iters_option("calls per case")] = 20,
+    iters: Annotated[int, typer.Option(
+        help="Back-to-back calls per timed window (nccl-tests' -n); every rank makes exactly "
+        "as many.", rich_help_panel=_GROUP)] = 20,
+    windows: Annotated[int, typer.Option(
+        help="Timed windows per case: each is a barrier, then --iters calls; a sample is a "
+        "window's time per call.", rich_help_panel=_GROUP, min=1)] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed calls first.",
                                         rich_help_panel=_GROUP)] = 5,
     nproc: NprocOption = None,
@@ -73,12 +78,14 @@ def comm(
     Bus bandwidth uses nccl-tests' factors (all_reduce 2(n-1)/n; all_gather, reduce_scatter,
     all_to_all (n-1)/n; broadcast 1); the ring model's latency and bandwidth are fitted to the
     all_reduce sweep and predict every other case. Each result is checked after one call.
+    Timed as nccl-tests does: after a barrier, --iters back-to-back calls per window.
     """
     from llmbench.benches.comm import CommConfig
 
     _emit("comm", CommConfig, collectives=split_list(collectives),
           sizes=parse_size_sweep(sizes, what="--sizes") if sizes is not None else None,
-          dtype=dtype, iters=iters, warmup=warmup, nproc=nproc, backend=backend, device=device,
+          dtype=dtype, iters=iters, windows=windows, warmup=warmup, nproc=nproc,
+          backend=backend, device=device,
           profile=profile, timeout=timeout, json_path=json_path, fmt=fmt, quiet=quiet)
 
 

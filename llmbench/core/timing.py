@@ -311,3 +311,45 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], *, device: str = "
             fn()
             samples[name].append(clock.stop_ms())
     return {name: TimeStats.from_samples(s) for name, s in samples.items()}
+
+
+def measure_windows(fn: Callable[[], object], *, device: str = "cpu", warmup: int,
+                    ops: int, windows: int, barrier: Callable[[], object]) -> TimeStats:
+    """nccl-tests' timing of a collective: `warmup` untimed calls, then `windows` times:
+    `barrier()`, the start mark, `ops` back-to-back calls, the end mark; a sample is the
+    window's time / `ops`.
+
+    Every rank makes exactly warmup + windows x ops calls (lock-step safe). The barrier lines
+    the ranks up before the start mark, so the ranks' skew is paid once per window rather
+    than per call; on a GPU, back-to-back calls let the host dispatch the next call while the
+    device runs the last, so a small message's figure is the collective's latency wherever
+    dispatching a call takes less time than running it (otherwise the window is host-bound,
+    as nccl-tests' own would be). On CUDA the marks are events on the current stream, read
+    after one synchronize per window; on a CPU, perf_counter (Gloo's calls block until done,
+    so nothing overlaps there)."""
+    if ops < 1 or windows < 1:
+        raise ValueError("ops and windows must be at least 1")
+    for _ in range(warmup):
+        fn()
+    cuda = device == "cuda"
+    torch: Any = None
+    if cuda:
+        import torch
+    samples = []
+    for _ in range(windows):
+        barrier()
+        if cuda:
+            torch.cuda.synchronize()  # the start mark must not wait on earlier work
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            start.record()
+            for _ in range(ops):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(float(start.elapsed_time(end)) / ops)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(ops):
+                fn()
+            samples.append((time.perf_counter() - t0) * 1e3 / ops)
+    return TimeStats.from_samples(samples)

@@ -3,17 +3,24 @@
 Every rank trains the same built-in model (same seed) on its own synthetic batch with AdamW.
 
 - ddp: DistributedDataParallel. The step, the step inside `no_sync()` (the same compute with
-  no gradient all-reduce) and an all_reduce of the gradients' bytes alone. The exposed
+  no gradient all-reduce) and an all_reduce of the gradients' bytes alone. Steps are timed one
+  by one (a step is long beside its dispatch, and a sample is the slowest rank's step: the
+  step ends when that rank does); the lone all_reduce as `llmbench comm` times collectives
+  (nccl-tests' windows of back-to-back calls after a barrier, averaged over the ranks). The exposed
   communication is step - no_sync; its share of the step is what the backward pass did not
   hide behind computation.
 - fsdp: FSDP2 (`fully_shard` on every block and the root): parameters, gradients and
   optimizer states sharded, i.e. ZeRO stage 3.
 
-For both: the peak memory of a step on each rank, and the model-state bytes each rank holds
-(weights + gradients + optimizer states, counted from its tensors) next to ZeRO's formula for
-the matching stage (`llmbench.train.zero`, plus torch's 4-byte step counter per parameter
-tensor). Correctness: after one backward pass the (reduced) gradients must equal those of one
-process computing the loss over the global batch (every rank's batch).
+For both, per rank: the peak memory a step adds above what the rank already holds
+(`llmbench.core.memory.measure_peak`), the absolute peak over that step (CUDA: the caching
+allocator's max allocated and max reserved bytes; CPU: the process's resident-set high-water
+mark), and the model-state bytes it holds (weights + gradients + optimizer states, counted from
+its tensors) next to ZeRO's formula for the matching stage (`llmbench.train.zero`, plus torch's
+4-byte step counter per parameter tensor). The absolute figures include the model states, so
+FSDP's sharding shows in them; the added peak does not. Correctness: after one backward pass
+the (reduced) gradients must equal those of one process computing the loss over the global
+batch (every rank's batch), accumulated one rank's batch at a time (`reference_gradients`).
 
 The summary holds ZeRO's per-rank model-state memory for stages 0-3, for the built-in model
 as run here and for presets such as llama-3-8b.
@@ -35,6 +42,7 @@ from llmbench.models.presets import PRESETS
 from llmbench.train import zero
 
 STRATEGIES = ("ddp", "fsdp")
+AR_WINDOWS = 3  # timed windows of the gradients' all_reduce
 ZERO_STAGE = {"ddp": 0, "fsdp": 3}
 RUN_SCHEME = zero.StateBytes(4, 4, 8, "fp32 weights, gradients, AdamW m and v (as run here)")
 
@@ -147,16 +155,72 @@ def _fully_shard() -> Any:
     return fully_shard
 
 
+def shard_model(model: Any, device: str) -> Any:
+    """FSDP2 (`fully_shard`) on every block and on the root, over all the group's ranks, on a
+    mesh built for `device` ("cpu" or "cuda"). Without `mesh=`, fully_shard builds its mesh for
+    the host's accelerator and moves the parameters there, even under `--device cpu`."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from llmbench.train.loop import device_of
+
+    shard = _fully_shard()
+    mesh = init_device_mesh(device_of(device).type, (dist.get_world_size(),))
+    for block in model.layers:
+        shard(block, mesh=mesh)
+    shard(model, mesh=mesh)
+    return model
+
+
+def reference_gradients(model_name: str, seed: int, device: str, batches: list[Any]) -> list[Any]:
+    """The gradients of one process's mean loss over all `batches` (equal-sized, one per rank),
+    accumulated one batch at a time: the sum over r of grad(lm_loss(batch_r) / N). Each rank's
+    loss is the mean over its batch, and DDP and FSDP average the ranks' gradients, so theirs
+    is (1/N) sum_r grad(mean_r) -- the same, and, with equal batch sizes, the gradient of the
+    mean over the global batch. One batch's activations are alive at a time, as in training,
+    where a forward pass over the concatenated batches would hold N times as many."""
+    from llmbench.train.loop import build_model, device_of, lm_loss
+
+    reference = build_model(model_name, seed=seed, device=device)
+    for tokens in batches:
+        (lm_loss(reference, tokens.to(device_of(device))) / len(batches)).backward()
+    return [q.grad for q in reference.parameters()]
+
+
+def absolute_peaks(fn: Any, device: str) -> tuple[Any, dict[str, int]]:
+    """Run `fn()`; return its result and this process's absolute peaks during it, not minus
+    what was held before: CUDA, the caching allocator's max allocated and max reserved bytes
+    (peak statistics reset first); CPU, the resident-set high-water mark (Linux)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        result = fn()
+        torch.cuda.synchronize()
+        return result, {"allocated": int(torch.cuda.max_memory_allocated()),
+                        "reserved": int(torch.cuda.max_memory_reserved())}
+    from llmbench.core.memory import rss_high_water
+
+    result, hwm = rss_high_water(fn)
+    return result, {} if hwm is None else {"rss": hwm}
+
+
+# Absolute per-rank peaks: the metric each one is reported as (with a `_per_rank` list).
+ABSOLUTE_METRICS = {"allocated": "peak_allocated_bytes", "reserved": "peak_reserved_bytes",
+                    "rss": "peak_rss_bytes"}
+
+
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
     from llmbench.core.memory import measure_peak
-    from llmbench.core.timing import measure, measure_interleaved
+    from llmbench.core.timing import TimeStats, measure, measure_interleaved, measure_windows
     from llmbench.dist import group
     from llmbench.train.case import setup
     from llmbench.train.data import synthetic_batches
-    from llmbench.train.loop import build_model, device_of, lm_loss, train_step
+    from llmbench.train.loop import device_of, lm_loss, train_step
     from llmbench.train.optimizers import STEP_BYTES
 
     p = payload["params"]
@@ -164,25 +228,20 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     with group.local():
         s = setup(payload, seed_offset=rank)  # same weights everywhere, this rank's own batch
         model, tokens = s.model, s.batches[0]
-        shard = _fully_shard() if strategy == "fsdp" else None
-        # The reference: one process, the loss over every rank's batch at once.
-        reference = build_model(p["model"], seed=payload["seed"], device=p["device"])
-        everyone = torch.cat([synthetic_batches(
-            vocab=model.cfg.vocab_size, batch=p["batch"], seq=p["seq"], count=1,
-            seed=payload["seed"] + 1 + r)[0] for r in range(n)]).to(device_of(p["device"]))
-        lm_loss(reference, everyone).backward()
-        expected = [q.grad for q in reference.parameters()]
-        del reference
+        if strategy == "fsdp":
+            _fully_shard()  # torch without FSDP2: unavailable, agreed on by every rank
+        # The reference: one process, the loss over every rank's batch (the batches `setup`
+        # makes on each rank), its gradient accumulated one batch at a time.
+        expected = reference_gradients(p["model"], payload["seed"], p["device"], [
+            synthetic_batches(vocab=model.cfg.vocab_size, batch=p["batch"], seq=p["seq"],
+                              count=1, seed=payload["seed"] + 1 + r)[0] for r in range(n)])
     with group.collective():  # DDP broadcasts rank 0's weights and checks shapes across ranks
         if strategy == "ddp":
             wrapped = DistributedDataParallel(
                 model, device_ids=[torch.cuda.current_device()] if p["device"] == "cuda"
                 else None)
         else:
-            for block in model.layers:
-                shard(block)
-            shard(model)
-            wrapped = model
+            wrapped = shard_model(model, p["device"])
         lm_loss(wrapped, tokens).backward()
         grads = [_full(q.grad) for q in wrapped.parameters()]
     with group.local():
@@ -197,7 +256,9 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     with group.collective():
         step()
-        _, peak = measure_peak(step, device=p["device"])
+        # One step measured twice over: what it adds above the rank's state, and absolute.
+        (_, absolute), peak = measure_peak(lambda: absolute_peaks(step, p["device"]),
+                                           device=p["device"])
         params = list(wrapped.parameters())
         state = (sum(_local_bytes(q) for q in params)
                  + sum(_local_bytes(q.grad) for q in params if q.grad is not None)
@@ -217,9 +278,11 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
             slowest = group.slowest_calls(both["sync"].samples)
             no_sync = group.slowest_calls(both["no_sync"].samples)
             flat = torch.zeros(grad_bytes // 4, device=device_of(p["device"]))
-            ar = measure(lambda: torch.distributed.all_reduce(flat), device=p["device"],
-                         policy=s.timing)
-            allreduce = group.slowest_calls(ar.samples)
+            # Timed as `llmbench comm` times it (nccl-tests' windows), not call by call.
+            ar = measure_windows(lambda: torch.distributed.all_reduce(flat), device=p["device"],
+                                 warmup=s.timing.min_warmup_runs, ops=s.timing.max_runs,
+                                 windows=AR_WINDOWS, barrier=group.barrier)
+            allreduce = TimeStats.from_samples(group.mean_across_ranks(ar.samples)[0])
             exposed = slowest.median - no_sync.median
             metrics.update({
                 "no_sync_time_ms": no_sync.model_dump(),
@@ -231,8 +294,13 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
             mine = measure(step, device=p["device"], policy=s.timing)
             slowest = group.slowest_calls(mine.samples)
         metrics["time_ms"] = slowest.model_dump()
-        per_rank = group.gather({"peak": peak.peak_bytes, "state": state,
+        per_rank = group.gather({"peak": peak.peak_bytes, "state": state, "absolute": absolute,
                                  "error": diff, "rel": diff / scale if scale else 0.0})
+    absolute_metrics: dict[str, Any] = {}
+    for key, name in ABSOLUTE_METRICS.items():
+        if all(key in r["absolute"] for r in per_rank):
+            absolute_metrics[name] = max(r["absolute"][key] for r in per_rank)
+            absolute_metrics[f"{name}_per_rank"] = [float(r["absolute"][key]) for r in per_rank]
     stage = ZERO_STAGE[strategy]
     numel = sum(q.numel() for q in params)  # a DTensor reports its global size
     predicted = zero.per_rank_bytes(numel, n, stage, RUN_SCHEME) + STEP_BYTES * len(params)
@@ -242,6 +310,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "gradient_bytes": grad_bytes,
         "peak_memory_bytes": max(r["peak"] for r in per_rank),
         "peak_memory_bytes_per_rank": [float(r["peak"]) for r in per_rank],
+        **absolute_metrics,
         "model_state_bytes": max(r["state"] for r in per_rank),
         "model_state_bytes_per_rank": [float(r["state"]) for r in per_rank],
         "predicted_state_bytes": predicted,

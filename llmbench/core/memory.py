@@ -116,6 +116,16 @@ def measure_peak(fn: Callable[[], T], *, device: str = "cpu") -> tuple[T, PeakMe
     return result, PeakMemory(max(0, _ru_maxrss_bytes() - base), "ru_maxrss")
 
 
+def rss_high_water(fn: Callable[[], T]) -> tuple[T, int | None]:
+    """Run `fn()`; return its result and the process's absolute resident-set high-water mark
+    during it (VmHWM, reset to the current RSS first): everything resident, the RSS before the
+    call included, not an increase over it. None where /proc/self/clear_refs cannot reset it."""
+    if not _reset_hwm():
+        return fn(), None
+    result = fn()
+    return result, _status_bytes("VmHWM")
+
+
 class HeldMemory:
     """Memory still held at a point, relative to a baseline: `start()`, run, `read()`.
 

@@ -26,9 +26,18 @@ def _group_line(doc: ResultDocument, what: str) -> str:
             "rank's time")
 
 
+def _comm_line(doc: ResultDocument) -> str:
+    cfg = doc.config
+    if "windows" not in cfg:  # results written before windowed timing
+        return _group_line(doc, "calls")
+    return (f"{cfg['nproc']} ranks · {cfg['backend']} on {cfg['device']} · {cfg['warmup']} "
+            f"warm-up + {cfg['windows']} windows × {cfg['iters']} back-to-back calls per case "
+            "(nccl-tests' timing) · a sample is a window's time per call, mean over ranks")
+
+
 def render_comm(doc: ResultDocument, console: Console) -> None:
     console.print(header(doc), highlight=False)
-    console.print(_group_line(doc, "calls") + f" · {doc.config['dtype']}", highlight=False)
+    console.print(_comm_line(doc) + f" · {doc.config['dtype']}", highlight=False)
     table = new_table()
     for col, justify in [("collective", "left"), ("size", "right"), ("time", "right"),
                          ("±IQR", "right"), ("algbw GB/s", "right"), ("busbw GB/s", "right"),
@@ -66,19 +75,34 @@ def render_comm(doc: ResultDocument, console: Console) -> None:
     print_lines(console, lines + ([note] if note else []))
 
 
+DDP_ABSOLUTE_COLUMNS = [("peak_allocated_bytes", "allocated/rank"),
+                        ("peak_reserved_bytes", "reserved/rank"),
+                        ("peak_rss_bytes", "RSS/rank")]
+DDP_ABSOLUTE_NOTES = {
+    "peak_allocated_bytes": "allocated/rank and reserved/rank = torch.cuda.max_memory_allocated "
+                            "and max_memory_reserved over the step, absolute (NCCL's own "
+                            "buffers are outside torch's allocator)",
+    "peak_rss_bytes": "RSS/rank = the process's resident-set high-water mark over the step, "
+                      "absolute (torch's own runtime included)",
+}
+
+
 def render_ddp(doc: ResultDocument, console: Console) -> None:
     cfg, summary = doc.config, doc.summary
     console.print(header(doc), highlight=False)
     console.print(_group_line(doc, "steps") + f" · model {cfg['model']} "
                   f"({summary.get('params', 0):,} parameters) · batch {cfg['batch']} × seq "
                   f"{cfg['seq']} per rank · AdamW", highlight=False)
+    # The absolute peaks a run reported (CUDA: allocated and reserved; CPU: RSS).
+    absolute = [(metric, col) for metric, col in DDP_ABSOLUTE_COLUMNS
+                if any(metric in case.metrics for case in doc.cases)]
     table = new_table()
     for col, justify in [("strategy", "left"), ("step", "right"), ("±IQR", "right"),
                          ("no sync", "right"), ("grad all_reduce", "right"),
                          ("comm share", "right"), ("tokens/s", "right"),
-                         ("peak/rank", "right"), ("states/rank", "right"),
-                         ("ZeRO formula", "right"), ("grad error", "right"),
-                         ("status", "left")]:
+                         ("peak/rank", "right"), *((c, "right") for _, c in absolute),
+                         ("states/rank", "right"), ("ZeRO formula", "right"),
+                         ("grad error", "right"), ("status", "left")]:
         table.add_column(col, justify=justify)
     for case in doc.cases:
         m = case.metrics
@@ -95,13 +119,20 @@ def render_ddp(doc: ResultDocument, console: Console) -> None:
                       allreduce["median"]) if allreduce is not None else "-",
             f"{share:.1f} %" if isinstance(share, (int, float)) else "-",
             number(m.get("tokens_per_s"), "{:,.0f}"),
-            bytes_cell(m.get("peak_memory_bytes")), bytes_cell(m.get("model_state_bytes")),
+            bytes_cell(m.get("peak_memory_bytes")),
+            *(bytes_cell(m.get(metric)) for metric, _ in absolute),
+            bytes_cell(m.get("model_state_bytes")),
             (bytes_cell(m.get("predicted_state_bytes")) + f" (stage {stage})"
              if stage is not None else "-"),
             number(m.get("grad_max_abs_error"), "{:.1e}"), status_cell(case))
     console.print(table)
     console.print("comm share = (step − step without gradient sync) / step: the communication "
                   "the backward pass did not hide", highlight=False)
+    console.print("peak/rank = the most a step adds above what the rank held before it "
+                  "(weights, gradients, optimizer states)", highlight=False)
+    for metric, _ in absolute:
+        if metric in DDP_ABSOLUTE_NOTES:
+            console.print(DDP_ABSOLUTE_NOTES[metric], highlight=False)
     rows = summary.get("zero") or []
     if rows:
         zt = new_table("\nZeRO model-state memory per rank (weights + gradients + optimizer "

@@ -3,7 +3,7 @@
 #
 #     bash benchmarks/gpu_session.sh RESULTS_DIR
 #
-# Each step has its own time limit (all of them together: 9 minutes) and the script goes on
+# Each step has its own time limit (all of them together: 595 s, under the device's 10 minutes a command) and the script goes on
 # after a failure; every step's output and JSON land in RESULTS_DIR, with summary.txt (also
 # printed at the end) and session.tar.gz holding everything. It must finish on any NVIDIA GPU
 # llmbench knows (A100, H100/H200, L4, RTX 4090, A4000, T4, V100, B200, RTX 5090, H20): steps
@@ -37,6 +37,7 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   DECODE_SHAPE="--batch 8 --heads 32 --kv-heads 8 --head-dim 128"
   COMM_SIZES=1KiB:256MiB
   KV_DTYPE=bf16; KV_IMPL=triton
+  AMP="--model mini --steps 20"
 else
   GPU=0; ARCH=sm80
   export TRITON_INTERPRET=1
@@ -45,9 +46,16 @@ else
   DECODE_SHAPE="--batch 2 --heads 4 --kv-heads 2 --head-dim 32"
   COMM_SIZES=1KiB:1MiB
   KV_DTYPE=fp32; KV_IMPL=tiled  # the interpreter would outlast the step's limit
+  AMP="--model tiny --steps 8"  # mini, 20 steps: ~45 s on 2 cores
   echo "no CUDA GPU: rehearsal at tiny shapes on the CPU"
 fi
-echo "mode=$([ $GPU = 1 ] && echo gpu || echo rehearsal) arch=$ARCH" >"$DIR/session.txt"
+if [ $GPU = 1 ]; then
+  DEV=cuda; BACKEND=nccl; NRANKS=$(python3 -c "import torch; print(torch.cuda.device_count())")
+else
+  DEV=cpu; BACKEND=gloo; NRANKS=2
+fi
+echo "mode=$([ $GPU = 1 ] && echo gpu || echo rehearsal) arch=$ARCH ranks=$NRANKS" \
+  >"$DIR/session.txt"
 
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2 t0=$SECONDS code
@@ -59,11 +67,11 @@ step() {  # step NAME SECONDS COMMAND...
   echo "exit $code after $((SECONDS - t0)) s: $name" | tee -a "$DIR/$name.txt" "$DIR/session.txt"
 }
 
-step env 30 $LLMBENCH env --head-dim 128 --json "$DIR/env.json"
+step env 20 $LLMBENCH env --head-dim 128 --json "$DIR/env.json"
 # What Triton compiles for this GPU's family, no launch: shared memory and registers per tile.
-step compile 60 $LLMBENCH tune attention --compile-only --arch "$ARCH" --json "$DIR/compile.json" -q
+step compile 45 $LLMBENCH tune attention --compile-only --arch "$ARCH" --json "$DIR/compile.json" -q
 # The headline: every implementation at seq 8192, forward, the GPU's default dtype.
-step attention 90 $LLMBENCH attention --seq "$SEQ" --json "$DIR/attention.json" -q
+step attention 80 $LLMBENCH attention --seq "$SEQ" --json "$DIR/attention.json" -q
 # shellcheck disable=SC2086 # the shapes are lists of flags
 step attention-bwd 75 $LLMBENCH attention --seq "$SEQ_BWD" --mode fwd+bwd $BWD_SHAPE \
   --json "$DIR/attention-bwd.json" -q
@@ -73,7 +81,7 @@ step decode 30 $LLMBENCH attention --seq 1 --kv-seq "$KV" $DECODE_SHAPE \
   --impl standard,sdpa,sdpa-flash,sdpa-efficient,flash-attn,tiled,triton \
   --json "$DIR/decode.json" -q
 if [ $GPU = 1 ]; then
-  step triton-check 90 python3 benchmarks/gpu_attention_check.py
+  step triton-check 75 python3 benchmarks/gpu_attention_check.py
   step tune 60 $LLMBENCH tune attention --head-dims 128 --seq "$TUNE_SEQ" --block-m 64,128 \
     --block-n 32,64,128 --warps 4,8 --stages 2,3 --json "$DIR/tune.json" -q
 else
@@ -81,9 +89,23 @@ else
 fi
 step kvcache 45 $LLMBENCH kvcache --model llama-3-8b --measure-seq "$KV" --measure-layers 4 \
   --impl "$KV_IMPL" --dtype "$KV_DTYPE" --json "$DIR/kvcache.json" -q
-step comm 40 $LLMBENCH comm --sizes "$COMM_SIZES" --json "$DIR/comm.json" -q
-step ddp 45 $LLMBENCH ddp --model mini --json "$DIR/ddp.json" -q
-step amp 35 $LLMBENCH amp --model mini --steps 20 --json "$DIR/amp.json" -q
+# The process-group paths, on every GPU present (one is enough to run each code path): NCCL
+# bound to each rank's GPU at set-up, windowed timing, the result check on the device.
+step comm 35 $LLMBENCH comm --sizes "$COMM_SIZES" --device "$DEV" --backend "$BACKEND" \
+  --json "$DIR/comm.json" -q
+step ddp 40 $LLMBENCH ddp --model mini --device "$DEV" --backend "$BACKEND" \
+  --json "$DIR/ddp.json" -q
+# The same under a launch of the user's own: llmbench is each rank (device choice, watchdog).
+TORCHRUN="python3 -m torch.distributed.run --standalone --nproc-per-node $NRANKS -m llmbench"
+step comm-torchrun 30 $TORCHRUN comm --collectives all_reduce,all_gather --sizes 1KiB:16MiB \
+  --device "$DEV" --backend "$BACKEND" --json "$DIR/comm-torchrun.json" -q
+# A rank made to hang: the watchdog must name it before the group's own time-out (2 x 5 + 30 s;
+# on NCCL, torch's watchdog would abort the ranks with SIGABRT instead). Exit 0 = as expected.
+step hang-report 25 bash -c "LLMBENCH_DIST_FAULT=hang:0:1 $TORCHRUN comm --collectives \
+  all_reduce --sizes 1KiB,2KiB --device $DEV --backend $BACKEND --timeout 5 -q 2>&1 \
+  | tee /dev/stderr | grep -q 'llmbench: error: rank 0 hung: no progress for 5 s in case'"
+# shellcheck disable=SC2086
+step amp 35 $LLMBENCH amp $AMP --json "$DIR/amp.json" -q
 
 python3 benchmarks/session_summary.py "$DIR" | tee "$DIR/summary.txt"
 tar -czf "$DIR/session.tar.gz" -C "$DIR" --exclude session.tar.gz . 2>/dev/null

@@ -197,7 +197,7 @@ def test_flags_are_pinned():
         "--causal", "--no-causal", "--mode", "--device", "--seed", "--window", "--varlen",
         "--kv-seq", "--block-m", "--block-n", "--warps", "--stages", "--interpret",
         "--max-time", "--profile", "--timeout", "--isolate", "--no-isolate", "--json",
-        "--format", "--quiet", "-q"])
+        "--format", "--quiet", "-q", "--fail-on"])
     assert _flags("env") == sorted(["--head-dim", "--device", "--dtype", "--profile", "--json",
                                     "--format"])
     assert _flags("schema") == []
@@ -205,12 +205,13 @@ def test_flags_are_pinned():
         "--model", "--config", "--layers", "--heads", "--kv-heads", "--head-dim", "--context",
         "--seq", "--batch", "--dtype", "--memory", "--measure", "--no-measure", "--measure-seq",
         "--measure-layers", "--impl", "--device", "--seed", "--max-time", "--profile",
-        "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet", "-q"])
+        "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet", "-q",
+        "--fail-on"])
 
 
 TRAINING_COMMON = ["--model", "--batch", "--seq", "--lr", "--device", "--seed", "--max-time",
                    "--profile", "--timeout", "--isolate", "--no-isolate", "--json", "--format",
-                   "--quiet", "-q"]
+                   "--quiet", "-q", "--fail-on"]
 
 
 def test_training_flags_are_pinned():
@@ -221,10 +222,11 @@ def test_training_flags_are_pinned():
     assert _flags("optim") == sorted(TRAINING_COMMON + [
         "--optimizers", "--precision", "--compare-decay", "--weight-decay", "--decay-steps"])
     assert _flags("accum") == sorted(TRAINING_COMMON + ["--micro"])
-    assert _flags("precision") == sorted(["--formats", "--json", "--format", "--quiet", "-q"])
+    assert _flags("precision") == sorted(["--formats", "--json", "--format", "--quiet", "-q",
+                                          "--fail-on"])
     assert _flags("schedule") == sorted([
         "--kinds", "--lr", "--total", "--warmup", "--min-lr-ratio", "--num-cycles", "--at",
-        "--json", "--format", "--quiet", "-q"])
+        "--json", "--format", "--quiet", "-q", "--fail-on"])
 
 
 TRAINING_BAD = [
@@ -282,7 +284,7 @@ def test_align_flags_are_pinned():
         "--loss-type", "--label-smoothing", "--rpo-alpha", "--precompute-ref", "--reward-model",
         "--temperature", "--kl-coef", "--kl-estimator", "--ppo-epochs", "--eval-samples",
         "--device", "--seed", "--profile", "--timeout", "--isolate", "--no-isolate", "--json",
-        "--format", "--quiet", "-q"])
+        "--format", "--quiet", "-q", "--fail-on"])
 
 
 ALIGN_BAD = [
@@ -320,11 +322,11 @@ def test_tune_flags_are_pinned():
                             "--block-m", "--block-n", "--warps", "--stages", "--interpret",
                             "--compile-only", "--arch", "--grid", "--jobs", "-j",
                             "--out", "--profile", "--timeout", "--json", "--format",
-                            "--quiet", "-q"])
+                            "--quiet", "-q", "--fail-on"])
 
 
 def test_ci_flags_are_pinned():
-    assert _flags("run") == ["--out"]
+    assert _flags("run") == ["--fail-on", "--out"]
     assert _flags("compare") == sorted(["--threshold", "--alpha", "--markdown", "--junit",
                                         "--all"])
     assert _flags("export") == sorted(["--out", "--format"])
@@ -359,7 +361,7 @@ def test_example_workflow_installs_the_projects_torch_and_flash_attn_for_real():
 
 
 DIST_COMMON = ["--nproc", "--backend", "--device", "--iters", "--warmup", "--timeout",
-               "--profile", "--json", "--format", "--quiet", "-q"]
+               "--profile", "--json", "--format", "--quiet", "-q", "--fail-on"]
 
 
 def test_distributed_flags_are_pinned():
@@ -381,5 +383,32 @@ def test_a_case_in_error_fails_the_run_after_writing_it(tmp_path):
     assert case["status"] == "error" and case["reason"].startswith("timed out after 0.1 s")
     last = proc.stderr.strip().splitlines()[-1]
     assert last == ("llmbench: error: 1 of 1 case(s) ended in error (first: "
-                    f"standard/seq=64/fwd: {case['reason']})")
+                    f"standard/seq=64/fwd: error: {case['reason']}); --fail-on never records "
+                    "without failing")
     assert "standard" in proc.stdout  # the table was printed too
+    # --fail-on never records the same without failing; an oom-only gate still fails on error.
+    quiet = run_cli("attention", "--seq", "64", "--heads", "2", "--head-dim", "16", "--impl",
+                    "standard", "--timeout", "0.1", "--json", str(out), "-q", "--fail-on",
+                    "never")
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(out.read_text())["cases"][0]["status"] == "error"
+    bad = run_cli("attention", "--fail-on", "sometimes")
+    assert bad.returncode == 2 and "--fail-on" in bad.stderr
+
+
+def test_every_benchmark_command_takes_fail_on():
+    """One exit-code rule for every command that runs cases."""
+    for name in ("attention", "kvcache", "amp", "checkpoint", "optim", "accum", "precision",
+                 "schedule", "align", "comm", "ddp", "run"):
+        assert "--fail-on" in _flags(name), name
+    tune = typer.main.get_command(app).commands["tune"].commands["attention"]
+    assert "--fail-on" in [opt for p in tune.params for opt in p.opts]
+
+
+def test_no_private_imports_of_typer():
+    import pathlib
+
+    sources = pathlib.Path(ROOT, "llmbench").rglob("*.py")
+    offenders = [str(p) for p in sources
+                 if re.search(r"^\s*(from|import) typer\._", p.read_text(), re.M)]
+    assert offenders == []

@@ -70,3 +70,17 @@ def test_run_rejects_a_bad_suite_before_running(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"llmbench: error: {path}:7:")
     assert not (tmp_path / "out").exists()
+
+
+def test_validating_a_suite_leaves_the_environment_alone(tmp_path, monkeypatch):
+    """An entry with --interpret sets TRITON_INTERPRET=1 for its own cases; validating (and
+    running) it must not put later entries' Triton in the interpreter."""
+    import os
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n[[bench]]\nname = "a"\ncommand = "attention"\n'
+                    'args = ["--seq", "64", "--impl", "triton", "--interpret"]\n'
+                    '[[bench]]\nname = "b"\ncommand = "attention"\nargs = ["--seq", "64"]\n')
+    load_suite(path)
+    assert "TRITON_INTERPRET" not in os.environ

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import sys
 import time
@@ -161,21 +162,27 @@ def load_suite(path: str | Path, *, check_invocations: bool = True) -> Suite:
 
 
 def _invoke(args: list[str]) -> int:
-    """Run the llmbench command line in this process, its stdout discarded."""
+    """Run the llmbench command line in this process, its stdout discarded. The process
+    environment is restored afterwards: what one entry sets for its own cases (such as
+    TRITON_INTERPRET=1 for --interpret) must not reach the entries after it."""
     import typer
 
     from llmbench.cli.app import app
 
     command = typer.main.get_command(app)
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = command.main(args=args, prog_name="llmbench", standalone_mode=False)
+    saved = dict(os.environ)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = command.main(args=args, prog_name="llmbench", standalone_mode=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return code if isinstance(code, int) else 0
 
 
 def _validate_invocations(suite: Suite, path: Path, text: str) -> None:
     """Parse and resolve every entry through the real CLI without running anything."""
-    from typer._click.exceptions import ClickException
-
+    from llmbench.cli.click_errors import ClickException
     from llmbench.cli.common import validate_only
 
     for i, entry in enumerate(suite.bench):
@@ -193,9 +200,10 @@ def _validate_invocations(suite: Suite, path: Path, text: str) -> None:
 
 
 def run_suite(suite: Suite, out: str | Path, *,
-              on_entry: Callable[[int, SuiteEntry, dict[str, Any]], None] | None = None
-              ) -> dict[str, Any]:
-    """Run every entry; returns (and keeps writing) the index."""
+              on_entry: Callable[[int, SuiteEntry, dict[str, Any]], None] | None = None,
+              fail_on: str = "error") -> dict[str, Any]:
+    """Run every entry; returns (and keeps writing) the index. `fail_on` is passed to every
+    entry whose args do not give --fail-on themselves."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
@@ -212,7 +220,10 @@ def run_suite(suite: Suite, out: str | Path, *,
                                   "args": entry.args, "file": file.name,
                                   "thresholds": {**suite.thresholds, **entry.thresholds}}
         try:
-            code = _invoke([entry.command, *entry.args, "--json", str(file), "--quiet"])
+            own = "--fail-on" in entry.args or any(a.startswith("--fail-on=")
+                                                   for a in entry.args)
+            code = _invoke([entry.command, *entry.args, "--json", str(file), "--quiet",
+                            *([] if own else ["--fail-on", fail_on])])
         except UsageError as exc:  # something that validated went wrong at run time
             code, record["reason"] = 2, one_line(str(exc))
         record["wall_s"] = round(time.perf_counter() - t0, 2)

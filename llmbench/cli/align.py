@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import typer
 
 from llmbench.cli.common import (
+    FailOnOption,
     FormatOption,
     IsolateOption,
     JsonOption,
@@ -78,6 +79,7 @@ def align(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Alignment loops: what SFT, a reward model, DPO, ORPO, PPO and RLHF cost, and that they work.
 
@@ -96,4 +98,4 @@ def align(
         kl_estimator=kl_estimator, ppo_epochs=ppo_epochs, eval_samples=eval_samples,
         device=device, seed=seed)
     run_and_emit("align", cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=profile,
-                 timeout=timeout, isolate=isolate)
+                 fail_on=fail_on, timeout=timeout, isolate=isolate)

@@ -7,12 +7,12 @@ import sys
 from typing import Annotated
 
 import typer
-from typer._click.exceptions import ClickException
 
 from llmbench import __version__
 from llmbench.cli.align import align
 from llmbench.cli.attention import attention
 from llmbench.cli.ci import compare, export, report, run
+from llmbench.cli.click_errors import ClickException
 from llmbench.cli.dist import comm, ddp
 from llmbench.cli.env import env
 from llmbench.cli.formats import precision, schedule

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import typer
 
 from llmbench.cli.common import (
+    FailOnOption,
     FormatOption,
     IsolateOption,
     JsonOption,
@@ -78,6 +79,7 @@ def attention(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Standard vs Flash attention: time, TFLOP/s, peak memory and error per implementation.
 
@@ -97,5 +99,5 @@ def attention(
         varlen=parse_lengths(varlen, seed=seed) if varlen else None, block_m=block_m,
         block_n=block_n, num_warps=warps, num_stages=stages, interpret=interpret,
         timing=TimingPolicy(max_time_s=max_time, min_time_s=min(1.0, max_time)))
-    run_and_emit("attention", config, json_path=json_path, fmt=fmt, quiet=quiet,
+    run_and_emit("attention", config, json_path=json_path, fmt=fmt, quiet=quiet, fail_on=fail_on,
                  profile=profile, timeout=timeout, isolate=isolate)

@@ -9,17 +9,19 @@ from typing import Annotated, Literal
 
 import typer
 
-from llmbench.cli.common import stderr, stdout
+from llmbench.cli.common import FailOnOption, stderr, stdout
 
 
 def run(
     suite: Annotated[Path, typer.Argument(help="A suite TOML file (see suites/).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the results and index.")],
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Run a suite of benchmarks: one results file per entry and an index, in --out.
 
     Every entry is validated first (flags, values, devices), so a mistake stops the run before
-    anything is measured.
+    anything is measured. --fail-on applies to every entry that does not set it itself; the
+    run exits with the worst of its entries' exit codes (130 when interrupted).
     """
     from llmbench.ci.suite import load_suite, run_suite
 
@@ -35,14 +37,15 @@ def run(
         err.print(f"[{i + 1}/{total}] {entry.name} ({entry.command}): {state}, {cases}, "
                   f"{record['wall_s']:.1f} s", highlight=False, markup=False)
 
-    index = run_suite(parsed, out, on_entry=on_entry)
+    index = run_suite(parsed, out, on_entry=on_entry, fail_on=fail_on)
     wall = sum(b["wall_s"] for b in index["benchmarks"])
     err.print(f"done in {wall:.1f} s; compare with: llmbench compare BASELINE {out}",
               highlight=False)
     if index.get("interrupted"):
         raise typer.Exit(130)
-    if any(b["exit_code"] for b in index["benchmarks"]):
-        raise typer.Exit(1)
+    worst = max((b["exit_code"] for b in index["benchmarks"]), default=0)
+    if worst:
+        raise typer.Exit(worst)
 
 
 def compare(

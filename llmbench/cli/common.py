@@ -34,6 +34,12 @@ TimeoutOption = Annotated[float, typer.Option(
 IsolateOption = Annotated[bool, typer.Option(
     "--isolate/--no-isolate", help="Run each case in its own process (crash, OOM and "
     "time-out safe). --no-isolate is faster to start, for debugging.", rich_help_panel="Run")]
+FailOn = Literal["error", "oom", "never"]
+FAILING: dict[str, tuple[str, ...]] = {"error": ("error",), "oom": ("error", "oom"), "never": ()}
+FailOnOption = Annotated[FailOn, typer.Option(
+    "--fail-on", help="Exit 1 when a case ends in: error (an exception, a crash, a time-out); "
+    "oom (out of memory too); never (record without failing). Bad input is always 2, Ctrl-C "
+    "130.", rich_help_panel="Output")]
 MaxTimeOption = Annotated[float, typer.Option(
     "--max-time", help="Stop measuring a case after this many seconds of samples.",
     rich_help_panel="Run", min=0.01)]
@@ -157,7 +163,7 @@ def validate_only() -> Iterator[None]:
 def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
                  fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
                  isolate: bool, distributed: bool = False, jobs: int | None = None,
-                 after: Callable[[Any], None] | None = None) -> None:
+                 after: Callable[[Any], None] | None = None, fail_on: FailOn = "error") -> None:
     """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130;
     when a case ended in `error`, exit 1 after writing everything. `after(document)` runs once
     the results are out, before that exit (a command's further use of them).
@@ -221,11 +227,13 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
         sys.stderr.write(f"llmbench: error: {failure}\n")
         if log_path is not None:
             sys.stderr.write(f"llmbench: torchrun's output is kept in {log_path}\n")
-        raise typer.Exit(1)
+        raise typer.Exit(0 if fail_on == "never" else 1)
     if after is not None:
         after(doc)
-    failed = [c for c in doc.cases if c.status == "error"]
+    failed = [c for c in doc.cases if c.status in FAILING[fail_on]]
     if failed:
+        ended = " or ".join(FAILING[fail_on])
         sys.stderr.write(f"llmbench: error: {len(failed)} of {len(doc.cases)} case(s) ended in "
-                         f"error (first: {failed[0].name}: {failed[0].reason})\n")
+                         f"{ended} (first: {failed[0].name}: {failed[0].status}: "
+                         f"{failed[0].reason}); --fail-on never records without failing\n")
         raise typer.Exit(1)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from llmbench.cli.common import (
+    FailOnOption,
     FormatOption,
     JsonOption,
     ProfileOption,
@@ -40,10 +41,11 @@ def _iters_option(what: str) -> Any:
 
 
 def _emit(name: str, config_type: type, *, profile: str | None, timeout: float, json_path: Any,
-          fmt: str, quiet: bool, **fields: Any) -> None:
+          fmt: str, quiet: bool, fail_on: str,
+         **fields: Any) -> None:
     cfg = build_config(config_type, **fields)
     run_and_emit(name, cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=profile,
-                 timeout=timeout, isolate=False, distributed=True)
+                 fail_on=fail_on, timeout=timeout, isolate=False, distributed=True)
 
 
 def comm(
@@ -72,6 +74,7 @@ def comm(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Collectives over torch.distributed: time, algbw and busbw per size, and the ring model.
 
@@ -86,8 +89,8 @@ def comm(
           sizes=parse_size_sweep(sizes, what="--sizes") if sizes is not None else None,
           dtype=dtype, iters=iters, windows=windows, warmup=warmup, nproc=nproc,
           backend=backend, device=device,
-          profile=profile, timeout=timeout, json_path=json_path, fmt=fmt, quiet=quiet)
-
+          profile=profile, timeout=timeout, json_path=json_path, fmt=fmt, quiet=quiet,
+          fail_on=fail_on)
 
 def ddp(
     strategies: Annotated[list[str] | None, typer.Option(
@@ -116,6 +119,7 @@ def ddp(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Data-parallel training steps of the built-in model: time, communication, memory, ZeRO.
 
@@ -131,4 +135,5 @@ def ddp(
           zero_scheme=zero_scheme,
           zero_ranks=parse_int_list(zero_ranks, what="--zero-ranks") if zero_ranks else None,
           iters=iters, warmup=warmup, nproc=nproc, backend=backend, device=device,
-          profile=profile, timeout=timeout, json_path=json_path, fmt=fmt, quiet=quiet)
+          profile=profile, timeout=timeout, json_path=json_path, fmt=fmt, quiet=quiet,
+          fail_on=fail_on)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from llmbench.cli.common import (
+    FailOnOption,
     FormatOption,
     JsonOption,
     QuietOption,
@@ -23,6 +24,7 @@ def precision(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Floating-point formats: bits, range, smallest normal and subnormal, epsilon, digits.
 
@@ -32,7 +34,7 @@ def precision(
 
     cfg = build_config(PrecisionConfig, formats=split_list(formats))
     run_and_emit("precision", cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=None,
-                 timeout=60, isolate=False)
+                 fail_on=fail_on, timeout=60, isolate=False)
 
 
 def schedule(
@@ -50,6 +52,7 @@ def schedule(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Learning-rate schedules: lr at chosen steps, a terminal chart, the whole curve in JSON.
 
@@ -62,4 +65,4 @@ def schedule(
                        total=total, warmup=warmup, min_lr_ratio=min_lr_ratio,
                        num_cycles=num_cycles, at=parse_int_list(at, what="--at") if at else None)
     run_and_emit("schedule", cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=None,
-                 timeout=60, isolate=False)
+                 fail_on=fail_on, timeout=60, isolate=False)

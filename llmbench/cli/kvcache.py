@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import typer
 
 from llmbench.cli.common import (
+    FailOnOption,
     FormatOption,
     IsolateOption,
     JsonOption,
@@ -69,6 +70,7 @@ def kvcache(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """KV-cache size for MHA / GQA / MQA, and decode speed measured on a scaled-down copy.
 
@@ -87,4 +89,4 @@ def kvcache(
         measure_seq=measure_seq, measure_layers=measure_layers, impl=impl, device=device,
         seed=seed, timing=TimingPolicy(max_time_s=max_time, min_time_s=min(1.0, max_time)))
     run_and_emit("kvcache", cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=profile,
-                 timeout=timeout, isolate=isolate)
+                 fail_on=fail_on, timeout=timeout, isolate=isolate)

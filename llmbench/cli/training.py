@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from llmbench.cli.common import (
+    FailOnOption,
     FormatOption,
     IsolateOption,
     JsonOption,
@@ -34,14 +35,15 @@ def _model_option() -> Any:
 
 
 def _run(name: str, config_type: type, *, max_time: float, profile: str | None, timeout: float,
-         isolate: bool, json_path: Any, fmt: str, quiet: bool, **fields: Any) -> None:
+         isolate: bool, json_path: Any, fmt: str, quiet: bool, fail_on: str,
+         **fields: Any) -> None:
     from llmbench.core.timing import TimingPolicy
 
     cfg = build_config(config_type, timing=TimingPolicy(max_time_s=max_time,
                                                         min_time_s=min(1.0, max_time)),
                        **fields)
     run_and_emit(name, cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=profile,
-                 timeout=timeout, isolate=isolate)
+                 fail_on=fail_on, timeout=timeout, isolate=isolate)
 
 
 def amp(
@@ -66,6 +68,7 @@ def amp(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """AMP vs FP32: step time, tokens/s, peak and activation memory, loss parity, loss scaling.
 
@@ -78,7 +81,7 @@ def amp(
     _run("amp", AmpConfig, variants=split_list(variants), steps=steps,
          loss_tolerance=loss_tolerance, demo=demo, model=model, batch=batch, seq=seq, lr=lr,
          device=device, seed=seed, max_time=max_time, profile=profile, timeout=timeout,
-         isolate=isolate, json_path=json_path, fmt=fmt, quiet=quiet)
+         isolate=isolate, json_path=json_path, fmt=fmt, quiet=quiet, fail_on=fail_on)
 
 
 def checkpoint(
@@ -101,6 +104,7 @@ def checkpoint(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Activation checkpointing: memory saved and time it costs, per policy and depth.
 
@@ -114,7 +118,7 @@ def checkpoint(
     _run("checkpoint", CheckpointConfig, layers=depths, policies=split_list(policies),
          every=every, model=model, batch=batch, seq=seq, lr=lr, device=device, seed=seed,
          max_time=max_time, profile=profile, timeout=timeout, isolate=isolate,
-         json_path=json_path, fmt=fmt, quiet=quiet)
+         json_path=json_path, fmt=fmt, quiet=quiet, fail_on=fail_on)
 
 
 def optim(
@@ -143,6 +147,7 @@ def optim(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Optimizer state memory (measured from the state tensors) and step time.
 
@@ -155,7 +160,7 @@ def optim(
          compare_decay=compare_decay, weight_decay=weight_decay, decay_steps=decay_steps,
          model=model, batch=batch, seq=seq, lr=lr, device=device, seed=seed, max_time=max_time,
          profile=profile, timeout=timeout, isolate=isolate, json_path=json_path, fmt=fmt,
-         quiet=quiet)
+         quiet=quiet, fail_on=fail_on)
 
 
 def accum(
@@ -175,6 +180,7 @@ def accum(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Gradient accumulation: one effective batch as micro-batch x steps.
 
@@ -186,4 +192,4 @@ def accum(
     sizes = [v for text in (micro or []) for v in parse_int_sweep(text, what="--micro")]
     _run("accum", AccumConfig, batch=batch, micro=sizes or None, model=model, seq=seq, lr=lr,
          device=device, seed=seed, max_time=max_time, profile=profile, timeout=timeout,
-         isolate=isolate, json_path=json_path, fmt=fmt, quiet=quiet)
+         isolate=isolate, json_path=json_path, fmt=fmt, quiet=quiet, fail_on=fail_on)

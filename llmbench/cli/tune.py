@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from llmbench.cli.common import (
+    FailOnOption,
     FormatOption,
     JsonOption,
     ProfileOption,
@@ -75,6 +76,7 @@ def tune_attention(
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
     quiet: QuietOption = False,
+    fail_on: FailOnOption = "error",
 ) -> None:
     """Time llmbench's Triton attention over block sizes, warps and stages; keep the best.
 
@@ -117,5 +119,6 @@ def tune_attention(
         stderr().print(f"wrote {out}: use it with --profile {out}", highlight=False)
 
     run_and_emit("tune", cfg, json_path=json_path, fmt=fmt, quiet=quiet, profile=profile,
-                 timeout=timeout, isolate=True, jobs=jobs if compile_only else None,
+                 fail_on=fail_on, timeout=timeout, isolate=True,
+                 jobs=jobs if compile_only else None,
                  after=write_profile if out is not None else None)

@@ -28,7 +28,7 @@ args = ["--total", "100", "--warmup", "10"]
 
 
 def make_run(directory: Path) -> Path:
-    from llmbench.ci.suite import load_suite, run_suite
+    from llmbench.cli.suites import load_suite, run_suite
 
     directory.mkdir(parents=True, exist_ok=True)
     suite = directory / "suite.toml"

@@ -10,7 +10,7 @@ from llmbench.benches.attention import (
     check_lengths,
     run_case,
 )
-from llmbench.benches.base import PlanContext
+from llmbench.core.benchmark import PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import CpuInfo, GpuInfo, HardwareInfo, dtype_unsupported
 from llmbench.core.profiles import select_profile

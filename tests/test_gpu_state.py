@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from llmbench.benches.base import CasePlan
+from llmbench.core.benchmark import CasePlan
 from llmbench.core.hardware import GpuInfo, HardwareInfo
 from llmbench.core.profiles import select_profile
 from llmbench.core.results import CaseResult, EnvInfo, ResultDocument, metric_direction

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from llmbench import kernels
 from llmbench.benches.attention import AttentionBenchmark, AttentionConfig
-from llmbench.core.environment import describe
+from llmbench.benches.environment import describe
 from llmbench.core.hardware import CpuInfo, GpuInfo, HardwareInfo, default_dtype
 from llmbench.core.profiles import select_profile
 from llmbench.kernels.problem import AttentionProblem

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from llmbench.benches.base import CasePlan
+from llmbench.core.benchmark import CasePlan
 from llmbench.core.parallel import ParallelCases, default_jobs
 from tests.processes import MARK_ENV, marked
 

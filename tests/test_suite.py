@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from llmbench.ci.suite import load_suite
+from llmbench.cli.suites import load_suite
 from llmbench.core.errors import UsageError
 from tests.conftest import ROOT, run_cli
 

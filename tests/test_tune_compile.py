@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from llmbench.benches.base import PlanContext
 from llmbench.benches.tune import TuneBenchmark, TuneConfig
+from llmbench.core.benchmark import PlanContext
 from llmbench.core.hardware import CpuInfo, GpuInfo, HardwareInfo
 from llmbench.core.profiles import shipped_profiles
 from llmbench.kernels.triton_aot import ARCHS, REGISTERS_PER_BLOCK, CompiledKernel, misfit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from llmbench.benches.base import Benchmark
+from llmbench.core.benchmark import Benchmark
 
 # name -> "module:class"; imported on demand so that listing benchmarks imports no torch.
 _REGISTRY = {

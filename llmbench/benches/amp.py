@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from llmbench.benches.base import Benchmark, CasePlan, PlanContext
 from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported
 from llmbench.core.results import CaseResult

@@ -22,8 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from llmbench import kernels
-from llmbench.benches.base import Benchmark, CasePlan, PlanContext
 from llmbench.core import hardware
+from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.fit import power_law_exponent
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported

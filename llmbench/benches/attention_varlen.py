@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from llmbench import kernels
-from llmbench.benches.base import CasePlan, PlanContext
+from llmbench.core.benchmark import CasePlan, PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.profiles import AttentionTile
 from llmbench.core.results import CaseResult

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from llmbench.benches.base import Benchmark, CasePlan, PlanContext
 from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.fit import power_law_exponent
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult

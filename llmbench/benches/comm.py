@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from llmbench.benches.base import CasePlan, PlanContext
 from llmbench.benches.distributed import DistConfig, DistributedBenchmark
 from llmbench.benches.training import resolve_device
+from llmbench.core.benchmark import CasePlan, PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.fit import two_term_fit
 from llmbench.core.hardware import HardwareInfo

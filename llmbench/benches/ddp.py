@@ -32,9 +32,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from llmbench.benches.base import CasePlan, PlanContext
 from llmbench.benches.distributed import DistConfig, DistributedBenchmark
 from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.core.benchmark import CasePlan, PlanContext
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import lockstep_policy

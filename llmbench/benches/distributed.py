@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmbench.benches.base import Benchmark, C
+from llmbench.core.benchmark import Benchmark, C
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmbench import kernels
-from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported
 from llmbench.core.results import CaseResult

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.hardware import HardwareInfo
 
 FORMATS = ("fp64", "fp32", "fp16", "bf16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.hardware import HardwareInfo
 from llmbench.train.schedules import KINDS
 

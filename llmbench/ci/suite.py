@@ -10,33 +10,25 @@
     args = ["--seq", "512,1024", "--max-time", "1"]
     thresholds = { time_ms = "10%" }     # per-metric overrides for compare (optional)
 
-Every entry is parsed and validated by the real command line (flags, values, configs, devices)
-before anything runs; a mistake is one line naming the file, the line and the field. Results
-go to DIR/<name>.json, and DIR/index.json lists them with their thresholds; the index is
-rewritten after every benchmark, so an interrupted run keeps what finished.
+This module parses the file (no command line here: ci sits below cli). Running it, and
+checking every entry's flags, values, configs and devices with the real command line before
+anything runs, is `llmbench.cli.suites`; a mistake is one line naming the file, the line and
+the field. Results go to DIR/<name>.json, and DIR/index.json lists them with their
+thresholds; the index is rewritten after every benchmark, so an interrupted run keeps what
+finished.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import os
 import re
 import sys
-import time
-from collections import Counter
-from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llmbench import __version__
 from llmbench.ci.compare import parse_threshold
-from llmbench.core.errors import UsageError, one_line
-from llmbench.core.results import load_document, write_atomic
+from llmbench.core.errors import UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,7 +100,7 @@ class Suite(BaseModel):
         return v
 
 
-def _line_of(text: str, bench_index: int | None, key: str | None) -> int:
+def line_of(text: str, bench_index: int | None, key: str | None) -> int:
     """1-based line of `key` in the bench_index-th [[bench]] table (or the top level)."""
     lines = text.splitlines()
     start, end = 0, len(lines)
@@ -128,7 +120,10 @@ def _line_of(text: str, bench_index: int | None, key: str | None) -> int:
     return start + 1
 
 
-def load_suite(path: str | Path, *, check_invocations: bool = True) -> Suite:
+def parse_suite(path: str | Path) -> tuple[Suite, str]:
+    """The suite file, parsed and checked field by field (one line naming the file, the line
+    and the field on a mistake), and its text. Whether each entry's flags are right is the
+    command line's to say: `llmbench.cli.suites.load_suite` asks it."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -155,88 +150,5 @@ def load_suite(path: str | Path, *, check_invocations: bool = True) -> Suite:
             msg = "required field is missing"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
-        raise UsageError(f"{path}:{_line_of(text, index, key)}: {field}: {msg}") from None
-    if check_invocations:
-        _validate_invocations(suite, path, text)
-    return suite
-
-
-def _invoke(args: list[str]) -> int:
-    """Run the llmbench command line in this process, its stdout discarded. The process
-    environment is restored afterwards: what one entry sets for its own cases (such as
-    TRITON_INTERPRET=1 for --interpret) must not reach the entries after it."""
-    import typer
-
-    from llmbench.cli.app import app
-
-    command = typer.main.get_command(app)
-    saved = dict(os.environ)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = command.main(args=args, prog_name="llmbench", standalone_mode=False)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return code if isinstance(code, int) else 0
-
-
-def _validate_invocations(suite: Suite, path: Path, text: str) -> None:
-    """Parse and resolve every entry through the real CLI without running anything."""
-    from llmbench.cli.click_errors import ClickException
-    from llmbench.cli.common import validate_only
-
-    for i, entry in enumerate(suite.bench):
-        try:
-            with validate_only():
-                _invoke([entry.command, *entry.args])
-        except UsageError as exc:
-            problem = str(exc)
-        except ClickException as exc:
-            problem = exc.format_message()
-        else:
-            continue
-        raise UsageError(f"{path}:{_line_of(text, i, 'args')}: bench[{i}] {entry.name!r} args: "
-                         f"{one_line(problem)}")
-
-
-def run_suite(suite: Suite, out: str | Path, *,
-              on_entry: Callable[[int, SuiteEntry, dict[str, Any]], None] | None = None,
-              fail_on: str = "error") -> dict[str, Any]:
-    """Run every entry; returns (and keeps writing) the index. `fail_on` is passed to every
-    entry whose args do not give --fail-on themselves."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {
-        "schema_version": 1, "tool": {"name": "llmbench", "version": __version__},
-        "suite": suite.name, "threshold": suite.threshold,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "benchmarks": []}
-    for i, entry in enumerate(suite.bench):
-        file = out / f"{entry.name}.json"
-        t0 = time.perf_counter()
-        record: dict[str, Any] = {"name": entry.name, "command": entry.command,
-                                  "args": entry.args, "file": file.name,
-                                  "thresholds": {**suite.thresholds, **entry.thresholds}}
-        try:
-            own = "--fail-on" in entry.args or any(a.startswith("--fail-on=")
-                                                   for a in entry.args)
-            code = _invoke([entry.command, *entry.args, "--json", str(file), "--quiet",
-                            *([] if own else ["--fail-on", fail_on])])
-        except UsageError as exc:  # something that validated went wrong at run time
-            code, record["reason"] = 2, one_line(str(exc))
-        record["wall_s"] = round(time.perf_counter() - t0, 2)
-        record["exit_code"] = code
-        if file.exists():
-            doc = load_document(file)
-            record["cases"] = dict(Counter(c.status for c in doc.cases))
-        index["benchmarks"].append(record)
-        write_atomic(json.dumps(index, indent=2) + "\n", out / "index.json")
-        if on_entry:
-            on_entry(i, entry, record)
-        if code == 130:
-            index["interrupted"] = True
-            write_atomic(json.dumps(index, indent=2) + "\n", out / "index.json")
-            break
-    return index
+        raise UsageError(f"{path}:{line_of(text, index, key)}: {field}: {msg}") from None
+    return suite, text

@@ -23,7 +23,7 @@ def run(
     anything is measured. --fail-on applies to every entry that does not set it itself; the
     run exits with the worst of its entries' exit codes (130 when interrupted).
     """
-    from llmbench.ci.suite import load_suite, run_suite
+    from llmbench.cli.suites import load_suite, run_suite
 
     parsed = load_suite(suite)
     err = stderr()

@@ -29,7 +29,7 @@ def env(
     forward and backward tiles the profile gives by head dim, and which attention
     implementations can run (and why each missing one is missing).
     """
-    from llmbench.core.environment import describe
+    from llmbench.benches.environment import describe
     from llmbench.core.results import write_atomic
     from llmbench.report.env import render
 

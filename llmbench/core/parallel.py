@@ -22,7 +22,7 @@ from llmbench.core.isolate import Outcome, run_isolated
 
 
 class CasePlan(Protocol):
-    """What this needs of a planned case (llmbench.benches.base.CasePlan has it)."""
+    """What this needs of a planned case (llmbench.core.benchmark.CasePlan has it)."""
 
     name: str
     unavailable: str | None

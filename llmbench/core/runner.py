@@ -9,8 +9,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmbench import __version__
-from llmbench.benches.base import Benchmark, CasePlan, PlanContext
 from llmbench.core import gpu_state, hardware, memory
+from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.isolate import Outcome, run_inline, run_isolated
 from llmbench.core.profiles import ProfileChoice, select_profile

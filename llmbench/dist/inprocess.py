@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmbench.benches.base import CasePlan
+from llmbench.core.benchmark import CasePlan
 from llmbench.core.errors import one_line
 from llmbench.core.isolate import Outcome, run_inline
 from llmbench.dist.launch_env import Launch

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from llmbench.benches.base import Benchmark, CasePlan
+from llmbench.core.benchmark import Benchmark, CasePlan
 from llmbench.core.results import ResultDocument
 from llmbench.core.runner import Interrupted, Progress, RunOptions, run_benchmark
 from llmbench.dist.launch_env import existing_launch

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmbench.benches.base import CasePlan
+from llmbench.core.benchmark import CasePlan
 from llmbench.core.errors import one_line
 from llmbench.core.isolate import Outcome, child_environment
 from llmbench.dist import status

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
-from llmbench.core.environment import EnvReport
+from llmbench.benches.environment import EnvReport
 from llmbench.core.results import EnvInfo
 from llmbench.core.units import format_bytes
 from llmbench.report.tables import new_table

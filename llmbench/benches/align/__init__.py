@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmbench.benches.base import Benchmark, CasePlan, PlanContext
+from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult

@@ -30,7 +30,7 @@ def load_suite(path: str | Path, *, check_invocations: bool = True) -> Suite:
     return suite
 
 
-def _invoke(args: list[str]) -> int:
+def invoke(args: list[str]) -> int:
     """Run the llmbench command line in this process, its stdout discarded. The process
     environment is restored afterwards: what one entry sets for its own cases (such as
     TRITON_INTERPRET=1 for --interpret) must not reach the entries after it."""
@@ -57,7 +57,7 @@ def _validate_invocations(suite: Suite, path: Path, text: str) -> None:
     for i, entry in enumerate(suite.bench):
         try:
             with validate_only():
-                _invoke([entry.command, *entry.args])
+                invoke([entry.command, *entry.args])
         except UsageError as exc:
             problem = str(exc)
         except ClickException as exc:
@@ -91,7 +91,7 @@ def run_suite(suite: Suite, out: str | Path, *,
         try:
             own = "--fail-on" in entry.args or any(a.startswith("--fail-on=")
                                                    for a in entry.args)
-            code = _invoke([entry.command, *entry.args, "--json", str(file), "--quiet",
+            code = invoke([entry.command, *entry.args, "--json", str(file), "--quiet",
                             *([] if own else ["--fail-on", fail_on])])
         except UsageError as exc:  # something that validated went wrong at run time
             code, record["reason"] = 2, one_line(str(exc))

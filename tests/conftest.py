@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -21,6 +23,28 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None,
     return subprocess.run([sys.executable, "-m", "llmbench", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd or ROOT,
                           env={**os.environ, **(env or {})})
+
+
+def run_cli_inprocess(*args: str, timeout: float = 300, env: dict | None = None,
+                      cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """`llmbench ARGS` through the same entry point in this process: for bad input, which
+    stops before any case runs (the interpreter's ~3 s start-up per case adds up). The
+    environment is restored afterwards, so what a command sets (TRITON_INTERPRET) stays there."""
+    from llmbench.cli.app import main
+
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 import typer
 
 from llmbench.cli.app import app
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_cli_inprocess
 from tests.processes import interruptible
 
 SMALL = ["--seq", "64", "--heads", "2", "--head-dim", "16", "--max-time", "0.2", "-q"]
@@ -79,7 +79,7 @@ BAD = [
 
 @pytest.mark.parametrize("args, message", BAD)
 def test_bad_input_is_one_line_and_exit_2(args, message):
-    proc = run_cli(*args, timeout=120)
+    proc = run_cli_inprocess(*args, timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -250,7 +250,7 @@ TRAINING_BAD = [
 
 @pytest.mark.parametrize("args, message", TRAINING_BAD)
 def test_training_bad_input(args, message):
-    proc = run_cli(*args, "--format", "json", timeout=120)
+    proc = run_cli_inprocess(*args, "--format", "json", timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("llmbench: error: "), proc.stderr
@@ -299,7 +299,7 @@ ALIGN_BAD = [
 
 @pytest.mark.parametrize("args, message", ALIGN_BAD)
 def test_align_bad_input(args, message):
-    proc = run_cli(*args, timeout=120)
+    proc = run_cli_inprocess(*args, timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr

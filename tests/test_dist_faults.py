@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_cli_inprocess
 from tests.processes import MARK_ENV, interruptible, marked
 
 ARGS = ["comm", "--nproc", "2", "--collectives", "all_reduce,broadcast", "--sizes", "1KiB",
@@ -140,7 +140,7 @@ def test_a_killed_parent_takes_torchrun_and_a_hung_rank_with_it():
     (["ddp", "--zero-models", "gpt-9"], "unknown preset 'gpt-9'"),
 ])
 def test_bad_distributed_input_is_one_line_and_exit_2(args, message):
-    proc = run_cli(*args, timeout=120)
+    proc = run_cli_inprocess(*args, timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("llmbench: error: ")

@@ -16,7 +16,7 @@ from llmbench.core.errors import UsageError
 from llmbench.core.runner import RunOptions, run_benchmark
 from llmbench.models import KVCache, ModelConfig, Transformer
 from llmbench.models.presets import PRESETS, preset
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_cli_inprocess
 
 
 def test_acceptance_figures():
@@ -123,7 +123,7 @@ def test_cli_analytic_json():
     (["--impl", "magic"], "unknown impl 'magic'"),
 ])
 def test_cli_bad_input(args, message):
-    proc = run_cli("kvcache", *args, "--no-measure")
+    proc = run_cli_inprocess("kvcache", *args, "--no-measure")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr

@@ -26,7 +26,7 @@ from llmbench.core import hardware
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.errors import UsageError
 from llmbench.core.fit import power_law_exponent
-from llmbench.core.hardware import HardwareInfo, dtype_unsupported
+from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
 from llmbench.core.profiles import AttentionTile, Profile
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
@@ -125,10 +125,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         if config.kv_seq is not None and config.varlen is not None:
             raise UsageError("--kv-seq sets the key length of a dense batch; --varlen packs "
                              "sequences that attend to themselves: drop one of them")
-        device = config.device or hw.device
-        if device == "cuda" and hw.device != "cuda":
-            why = hw.notes[0] if hw.notes else f"torch {hw.torch} sees no CUDA device"
-            raise UsageError(f"--device cuda: no usable CUDA GPU here ({why})")
+        device = usable_device(config.device, hw)
         from llmbench.core.hardware import default_dtype
 
         dtype = config.dtype or default_dtype(device, hw)

@@ -62,9 +62,7 @@ def describe(*, profile: str | None = None, device: str | None = None, head_dim:
     from llmbench.core.runner import build_env
 
     hw = hw or hardware.detect()
-    device = device or hw.device
-    if device == "cuda" and hw.device != "cuda":
-        raise UsageError("--device cuda: no usable CUDA GPU here")
+    device = hardware.usable_device(device, hw)
     if head_dim <= 0:
         raise UsageError(f"--head-dim: must be positive, got {head_dim}")
     default = hardware.default_dtype(device, hw)

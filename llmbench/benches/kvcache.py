@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmbench import kernels
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.errors import UsageError
-from llmbench.core.hardware import HardwareInfo, dtype_unsupported
+from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
 from llmbench.core.units import DTYPE_BYTES
@@ -151,9 +151,7 @@ class KVCacheBenchmark(Benchmark[KVCacheConfig]):
 
     def resolve(self, config: KVCacheConfig, hw: HardwareInfo) -> KVCacheConfig:
         arch = resolve_architecture(config)
-        device = config.device or hw.device
-        if device == "cuda" and hw.device != "cuda":
-            raise UsageError("--device cuda: no usable CUDA GPU here")
+        device = usable_device(config.device, hw)
         if config.impl not in kernels.IMPLS:
             raise UsageError(f"--impl: unknown impl {config.impl!r} "
                              f"(choose from {', '.join(kernels.names())})")

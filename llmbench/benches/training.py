@@ -7,8 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmbench.core.errors import UsageError
-from llmbench.core.hardware import HardwareInfo
+from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.timing import TimingPolicy
 from llmbench.models.sizes import SIZES
 
@@ -35,11 +34,7 @@ class TrainingConfig(BaseModel):
 
 
 def resolve_device(config: TrainingConfig, hw: HardwareInfo) -> str:
-    device = config.device or hw.device
-    if device == "cuda" and hw.device != "cuda":
-        why = hw.notes[0] if hw.notes else f"torch {hw.torch} sees no CUDA device"
-        raise UsageError(f"--device cuda: no usable CUDA GPU here ({why})")
-    return device
+    return usable_device(config.device, hw)
 
 
 def case_params(config: TrainingConfig, **extra: Any) -> dict[str, Any]:

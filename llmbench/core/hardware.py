@@ -394,6 +394,18 @@ def git_commit(cwd: str | None = None) -> str | None:
     return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
+def usable_device(requested: str | None, hw: HardwareInfo) -> str:
+    """The device a run asked for (None: this machine's), refused in one line when it asks
+    for CUDA and no usable GPU is here."""
+    from llmbench.core.errors import UsageError
+
+    device = requested or hw.device
+    if device == "cuda" and hw.device != "cuda":
+        why = hw.notes[0] if hw.notes else f"torch {hw.torch} sees no CUDA device"
+        raise UsageError(f"--device cuda: no usable CUDA GPU here ({why})")
+    return device
+
+
 def default_dtype(device: str, hw: HardwareInfo) -> Literal["bf16", "fp16", "fp32"]:
     """What a benchmark computes in when not told: bf16 on GPUs with bf16 tensor cores (compute
     capability >= 8.0), fp16 on older ones (>= 5.3), else fp32; fp32 on the CPU."""

@@ -191,9 +191,36 @@ def schedule(doc: ResultDocument) -> list[Figure]:
     return _curves(doc, [("lr_curve", "learning rate")], None, "learning-rate schedules")
 
 
+def comm(doc: ResultDocument) -> list[Figure]:
+    cases = [c for c in _ok(doc) if c.time()]
+    if len({c.params["bytes"] for c in cases}) < 2:
+        return []
+    fig, (t_ax, b_ax) = _subplots(2)
+    for name in dict.fromkeys(c.params["collective"] for c in cases):
+        cs = sorted((c for c in cases if c.params["collective"] == name),
+                    key=lambda c: c.params["bytes"])
+        sizes = [c.params["bytes"] for c in cs]
+        t_ax.plot(sizes, [c.time().median for c in cs], marker="o", label=name)
+        b_ax.plot(sizes, [c.metrics["busbw_gb_per_s"] for c in cs], marker="o", label=name)
+    for ax, label in ((t_ax, "time per call (ms)"), (b_ax, "bus bandwidth (GB/s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("message size (bytes)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    t_ax.legend(fontsize=8)
+    return [("comm: time and bus bandwidth vs message size (log-log)", _png(fig))]
+
+
 PLOTTERS: dict[str, Callable[[ResultDocument], list[Figure]]] = {
     "attention": attention, "kvcache": kvcache, "optim": optim, "checkpoint": checkpoint,
-    "align": align, "amp": amp, "accum": accum, "schedule": schedule,
+    "align": align, "amp": amp, "accum": accum, "schedule": schedule, "comm": comm,
+}
+# Benchmarks whose table says it all, and why (every benchmark is in one of the two).
+NO_PLOT = {
+    "precision": "one row per number format: a table of exact values",
+    "tune": "one row per tile: the table ranks them",
+    "ddp": "two strategies and a ZeRO table: nothing to draw a line through",
 }
 
 

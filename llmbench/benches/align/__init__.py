@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.errors import UsageError
-from llmbench.core.hardware import HardwareInfo
+from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.results import CaseResult
 from llmbench.models.sizes import SIZES
 
@@ -69,9 +69,7 @@ class AlignBenchmark(Benchmark[AlignConfig]):
     case_target = "llmbench.benches.align:run_case"
 
     def resolve(self, config: AlignConfig, hw: HardwareInfo) -> AlignConfig:
-        device = config.device or hw.device
-        if device == "cuda" and hw.device != "cuda":
-            raise UsageError("--device cuda: no usable CUDA GPU here")
+        device = usable_device(config.device, hw)
         if config.data is not None:
             from llmbench.train.prefs import load_jsonl
 

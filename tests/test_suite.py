@@ -84,3 +84,23 @@ def test_validating_a_suite_leaves_the_environment_alone(tmp_path, monkeypatch):
                     '[[bench]]\nname = "b"\ncommand = "attention"\nargs = ["--seq", "64"]\n')
     load_suite(path)
     assert "TRITON_INTERPRET" not in os.environ
+
+
+def test_run_exits_with_its_worst_entry_and_passes_fail_on(tmp_path):
+    from tests.conftest import run_cli_inprocess
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n[[bench]]\nname = "sched"\ncommand = "schedule"\n'
+                    '[[bench]]\nname = "slow"\ncommand = "attention"\nargs = ["--seq", "64", '
+                    '"--heads", "2", "--head-dim", "16", "--impl", "standard", "--timeout", '
+                    '"0.1"]\n')
+    failing = run_cli_inprocess("run", str(path), "--out", str(tmp_path / "a"))
+    assert failing.returncode == 1, failing.stderr
+    index = json.loads((tmp_path / "a" / "index.json").read_text())
+    assert [b["exit_code"] for b in index["benchmarks"]] == [0, 1]
+    assert index["benchmarks"][1]["cases"] == {"error": 1}
+    recorded = run_cli_inprocess("run", str(path), "--out", str(tmp_path / "b"), "--fail-on",
+                                 "never")
+    assert recorded.returncode == 0, recorded.stderr
+    assert json.loads((tmp_path / "b" / "slow.json").read_text())["cases"][0]["status"] == \
+        "error"

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported
 from llmbench.core.results import CaseResult
@@ -44,8 +45,7 @@ def variant_unsupported(device: str, variant: str, hw: HardwareInfo) -> str | No
 
     kind = "cuda" if device == "cuda" else "cpu"
     try:
-        with torch.autocast(device_type=kind, dtype={"fp16": torch.float16,
-                                                     "bf16": torch.bfloat16}[variant]):
+        with torch.autocast(device_type=kind, dtype=torch_dtype(variant)):
             pass
         if variant == "fp16":
             torch.amp.GradScaler(kind)

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from llmbench import kernels
 from llmbench.core import hardware
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.errors import UsageError
+from llmbench.core.dtypes import torch_dtype
+from llmbench.core.errors import UsageError, first_problem
 from llmbench.core.fit import power_law_exponent
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
 from llmbench.core.profiles import AttentionTile, Profile
@@ -245,9 +246,9 @@ def tile_with(profile: Profile | None, head_dim: int,
     try:
         return AttentionTile(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
     except ValueError as exc:
-        err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-        flag = TILE_FLAGS.get(str(err["loc"][0]) if err["loc"] else "", "tile")
-        raise UsageError(f"{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+        loc, msg = first_problem(exc)
+        flag = TILE_FLAGS.get(str(loc[0]) if loc else "", "tile")
+        raise UsageError(f"{flag}: {msg}") from None
 
 
 def _window_summary(config: AttentionConfig, cases: list[CaseResult]) -> dict[str, Any]:
@@ -334,7 +335,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     impl = kernels.get(p["impl"])
     fn = impl.load()
     device = torch.device("cuda:0" if p["device"] == "cuda" else "cpu")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[p["dtype"]]
+    dtype = torch_dtype(p["dtype"])
     problem = AttentionProblem(
         batch=p["batch"], heads=p["heads"], kv_heads=p["kv_heads"], seq=p["seq"],
         head_dim=p["head_dim"], dtype=p["dtype"], causal=p["causal"], mode=p["mode"],

@@ -16,6 +16,7 @@ from typing import Any
 
 from llmbench import kernels
 from llmbench.core.benchmark import CasePlan, PlanContext
+from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError
 from llmbench.core.profiles import AttentionTile
 from llmbench.core.results import CaseResult
@@ -121,7 +122,7 @@ def run_varlen_case(payload: dict[str, Any]) -> dict[str, Any]:
     p = payload["params"]
     lengths, heads, kvh, d = p["varlen"], p["heads"], p["kv_heads"], p["head_dim"]
     device = torch.device("cuda:0" if p["device"] == "cuda" else "cpu")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[p["dtype"]]
+    dtype = torch_dtype(p["dtype"])
     backward = p["mode"] == "fwd+bwd"
     scale = 1.0 / math.sqrt(d)
     total, longest, batch = sum(lengths), max(lengths), len(lengths)

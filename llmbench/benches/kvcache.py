@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmbench import kernels
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.errors import UsageError
+from llmbench.core.dtypes import torch_dtype
+from llmbench.core.errors import UsageError, first_problem
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
@@ -82,8 +83,7 @@ def resolve_architecture(cfg: KVCacheConfig) -> Architecture:
     try:
         return Architecture(**merged)
     except ValueError as exc:
-        msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-        raise UsageError(f"--kv-heads: {msg.removeprefix('Value error, ')}") from None
+        raise UsageError(f"--kv-heads: {first_problem(exc)[1]}") from None
 
 
 def kv_variants(heads: int) -> list[int]:
@@ -227,7 +227,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
 
     p = payload["params"]
     device = torch.device("cuda:0" if p["device"] == "cuda" else "cpu")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[p["dtype"]]
+    dtype = torch_dtype(p["dtype"])
     torch.manual_seed(payload["seed"])
     model = Transformer(ModelConfig(**payload["model"])).to(device=device, dtype=dtype).eval()
     ctx, batch = p["context"], p["batch"]

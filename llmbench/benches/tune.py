@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench.benches.attention import AttentionBenchmark, AttentionConfig
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.errors import UsageError
+from llmbench.core.errors import UsageError, first_problem
 from llmbench.core.hardware import HardwareInfo, gpu_default_dtype
 from llmbench.core.profiles import (
     AttentionTile,
@@ -118,9 +118,8 @@ def check_space(config: TuneConfig) -> None:
         try:
             AttentionTile(head_dim=(1, 256), block_m=bm, block_n=bn, num_warps=w, num_stages=s)
         except ValueError as exc:
-            err = exc.errors()[0]
-            raise UsageError(f"{flags[str(err['loc'][0])]}: "
-                             f"{err['msg'].removeprefix('Value error, ')}") from None
+            loc, msg = first_problem(exc)
+            raise UsageError(f"{flags[str(loc[0])]}: {msg}") from None
 
 
 def backward_tiles(tile: AttentionTile) -> tuple[dict[str, int], dict[str, int]]:

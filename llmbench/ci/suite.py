@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmbench.ci.compare import parse_threshold
-from llmbench.core.errors import UsageError
+from llmbench.core.errors import UsageError, first_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -138,17 +138,11 @@ def parse_suite(path: str | Path) -> tuple[Suite, str]:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = err["loc"]
+        loc, msg = first_problem(exc, plain=True)
         index = loc[1] if len(loc) > 1 and loc[0] == "bench" and isinstance(loc[1], int) \
             else None
         key = next((p for p in loc[2:] if isinstance(p, str)), None) if index is not None \
             else (loc[0] if loc and isinstance(loc[0], str) else None)
         field = ".".join(str(p) for p in loc) or "suite"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required field is missing"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field"
         raise UsageError(f"{path}:{line_of(text, index, key)}: {field}: {msg}") from None
     return suite, text

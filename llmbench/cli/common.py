@@ -13,7 +13,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from llmbench.core.errors import UsageError
+from llmbench.core.errors import UsageError, first_problem
 
 OutputFormat = Literal["table", "json"]
 
@@ -63,10 +63,9 @@ def build_config(config_type: type[BaseModel], /, **values: Any) -> BaseModel:
     try:
         return config_type(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = next((str(p) for p in err["loc"] if isinstance(p, str)), "")
+        loc, msg = first_problem(exc)
+        field = next((str(p) for p in loc if isinstance(p, str)), "")
         flag = _FLAG_NAMES.get(field, "--" + field.replace("_", "-")) if field else "config"
-        msg = err["msg"].removeprefix("Value error, ")
         raise UsageError(f"{flag}: {msg}") from None
 
 

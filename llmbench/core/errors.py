@@ -42,3 +42,20 @@ def one_line(text: str, limit: int = 300) -> str:
         if line:
             return line if len(line) <= limit else line[: limit - 1] + "…"
     return ""
+
+
+def first_problem(exc: Exception, *, plain: bool = False) -> tuple[tuple, str]:
+    """(location, message) of a validation error's first problem, as a user should read it:
+    pydantic's "Value error, " prefix dropped. `plain`: a missing field is "required field is
+    missing" and an unexpected one "unknown field" (for files people write by hand). Any other
+    exception: no location, its own text."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return (), str(exc)
+    err = errors()[0]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if plain and err["type"] == "missing":
+        msg = "required field is missing"
+    elif plain and err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return tuple(err["loc"]), msg

@@ -433,7 +433,9 @@ def dtype_unsupported(device: str, dtype: str, hw: HardwareInfo) -> str | None:
         return None
     import torch
 
-    t = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    from llmbench.core.dtypes import torch_dtype
+
+    t = torch_dtype(dtype)
     try:  # the CPU kernels this torch build has for the dtype
         a = torch.ones(4, 4, dtype=t)
         torch.softmax(a @ a, dim=-1)

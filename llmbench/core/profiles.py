@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmbench.core.errors import UsageError
+from llmbench.core.errors import UsageError, first_problem
 from llmbench.core.hardware import HardwareInfo
 
 if sys.version_info >= (3, 11):
@@ -374,13 +374,8 @@ def _loc(loc: tuple) -> str:
 
 def _format_validation(path: Path, exc: ValidationError) -> str:
     errors = exc.errors()
-    err = errors[0]
-    where = _loc(err["loc"]) or "profile"
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "missing":
-        message = "required field is missing"
-    elif err["type"] == "extra_forbidden":
-        message = "unknown field"
+    loc, message = first_problem(exc, plain=True)
+    where = _loc(loc) or "profile"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{path}: {where}: {message}{more}"
 

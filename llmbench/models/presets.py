@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from llmbench.core.errors import UsageError
+from llmbench.core.errors import UsageError, first_problem
 
 
 class Architecture(BaseModel):
@@ -130,5 +130,4 @@ def from_hf_config(path: str | Path) -> Architecture:
                             hidden_size=int(hidden) if hidden else None,
                             context=int(context) if context else None, source=str(path))
     except (TypeError, ValueError) as exc:
-        msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-        raise UsageError(f"{path}: {msg.removeprefix('Value error, ')}") from None
+        raise UsageError(f"{path}: {first_problem(exc)[1]}") from None

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from llmbench.core.dtypes import NAMES as DTYPE_NAMES
+from llmbench.core.dtypes import torch_dtype
 from llmbench.models.sizes import build
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-                "fp64": torch.float64}
+TORCH_DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
 
 
 def device_of(name: str) -> torch.device:

@@ -47,6 +47,17 @@ def _ok(doc: ResultDocument) -> list[CaseResult]:
     return [c for c in doc.cases if c.ok]
 
 
+def _loglog(axes: list[tuple[Any, str]], xlabel: str) -> None:
+    """Log-log axes (x in powers of two) with labels and a grid; a legend on the first."""
+    for ax, label in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+
+
 def attention(doc: ResultDocument) -> list[Figure]:
     cases = _ok(doc)
     impls = list(dict.fromkeys(c.params["impl"] for c in cases))
@@ -59,13 +70,7 @@ def attention(doc: ResultDocument) -> list[Figure]:
         t_ax.plot(seqs, [c.time().median for c in cs], marker="o", label=impl)
         m_ax.plot(seqs, [max(1, c.metrics["peak_memory_bytes"]) / 2**20 for c in cs],
                   marker="o", label=impl)
-    for ax, label in ((t_ax, "median time (ms)"), (m_ax, "peak memory (MiB)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    t_ax.legend(fontsize=8)
+    _loglog([(t_ax, "median time (ms)"), (m_ax, "peak memory (MiB)")], "sequence length")
     return [("attention: time and memory vs sequence length (log-log)", _png(fig))]
 
 
@@ -202,13 +207,8 @@ def comm(doc: ResultDocument) -> list[Figure]:
         sizes = [c.params["bytes"] for c in cs]
         t_ax.plot(sizes, [c.time().median for c in cs], marker="o", label=name)
         b_ax.plot(sizes, [c.metrics["busbw_gb_per_s"] for c in cs], marker="o", label=name)
-    for ax, label in ((t_ax, "time per call (ms)"), (b_ax, "bus bandwidth (GB/s)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("message size (bytes)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    t_ax.legend(fontsize=8)
+    _loglog([(t_ax, "time per call (ms)"), (b_ax, "bus bandwidth (GB/s)")],
+            "message size (bytes)")
     return [("comm: time and bus bandwidth vs message size (log-log)", _png(fig))]
 
 

@@ -107,6 +107,16 @@ def _rel_iqr(samples: list[float]) -> float:
     return (quantile(s, 0.75) - quantile(s, 0.25)) / median if median > 0 else math.inf
 
 
+def _enough(samples: list[float], total_ms: float, policy: TimingPolicy) -> bool:
+    """The stopping rules, on a CPU and a GPU alike: max_runs, or max_time once min_runs are
+    in; or min_runs and min_time with IQR/median at or below the target."""
+    n = len(samples)
+    if n >= policy.max_runs or (n >= policy.min_runs and total_ms >= policy.max_time_s * 1e3):
+        return True
+    return (n >= policy.min_runs and total_ms >= policy.min_time_s * 1e3
+            and _rel_iqr(samples) <= policy.target_rel_iqr)
+
+
 class _CpuClock:
     def __init__(self, *_: object) -> None:
         self._t0 = 0.0
@@ -214,11 +224,7 @@ def measure(fn: Callable[[], object], *, device: str = "cpu",
         sample = timed_block(block)
         samples.append(sample)
         total_ms += sample * block
-        n = len(samples)
-        if n >= policy.max_runs or (n >= policy.min_runs and total_ms >= policy.max_time_s * 1e3):
-            break
-        if (n >= policy.min_runs and total_ms >= policy.min_time_s * 1e3
-                and _rel_iqr(samples) <= policy.target_rel_iqr):
+        if _enough(samples, total_ms, policy):
             break
     return TimeStats.from_samples(samples)
 
@@ -285,11 +291,7 @@ def _measure_cuda(fn: Callable[[], object], torch: Any, policy: TimingPolicy,
         samples += times
         total_ms += sum(times)
         estimate = quantile(sorted(times), 0.5)
-        n = len(samples)
-        if n >= policy.max_runs or (n >= policy.min_runs and total_ms >= policy.max_time_s * 1e3):
-            break
-        if (n >= policy.min_runs and total_ms >= policy.min_time_s * 1e3
-                and _rel_iqr(samples) <= policy.target_rel_iqr):
+        if _enough(samples, total_ms, policy):
             break
     return TimeStats.from_samples(samples)
 

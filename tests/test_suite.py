@@ -104,3 +104,21 @@ def test_run_exits_with_its_worst_entry_and_passes_fail_on(tmp_path):
     assert recorded.returncode == 0, recorded.stderr
     assert json.loads((tmp_path / "b" / "slow.json").read_text())["cases"][0]["status"] == \
         "error"
+
+
+def test_planning_with_interpret_changes_no_environment(hw, monkeypatch):
+    """--interpret reaches the cases in their payloads; resolving and planning set nothing."""
+    import os
+
+    from llmbench.benches.attention import AttentionBenchmark, AttentionConfig
+    from llmbench.core.benchmark import PlanContext
+    from llmbench.core.profiles import select_profile
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    bench = AttentionBenchmark()
+    config = bench.resolve(AttentionConfig(seqs=[64], impls=["triton"], heads=2, head_dim=16,
+                                           device="cpu", dtype="fp32", interpret=True), hw)
+    (plan,) = bench.plan(config, PlanContext(hw=hw, profile=select_profile(hw, None, "cpu")
+                                             .profile, device="cpu"))
+    assert "TRITON_INTERPRET" not in os.environ
+    assert plan.unavailable is None and plan.run_args["interpret"] is True

@@ -116,10 +116,6 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
     case_target = "llmbench.benches.attention:run_case"
 
     def resolve(self, config: AttentionConfig, hw: HardwareInfo) -> AttentionConfig:
-        if config.interpret:
-            import os
-
-            os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton; children
         if config.window is not None and not config.causal:
             raise UsageError("--window is a left sliding window over a causal mask: drop "
                              "--no-causal")
@@ -152,7 +148,8 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
             batch=config.batch, heads=config.heads, kv_heads=config.kv_heads or config.heads,
             seq=seq, head_dim=config.head_dim, dtype=config.dtype or "fp32",
             causal=config.causal, mode=config.mode, device=config.device or "cpu",
-            compute_capability=cc, window=window, seq_k=config.kv_seq)
+            compute_capability=cc, window=window, seq_k=config.kv_seq,
+            interpret=config.interpret)
 
     def plan(self, config: AttentionConfig, ctx: PlanContext) -> list[CasePlan]:
         tile = tile_with(ctx.profile, config.head_dim,
@@ -195,7 +192,8 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
             name=label, params=params,
             run_args={"seed": config.seed, "check_rows": config.check_rows,
                       "check_seq": config.check_seq, "timing": config.timing.model_dump(),
-                      "compute_capability": problem.compute_capability},
+                      "compute_capability": problem.compute_capability,
+                      "interpret": config.interpret},
             predicted_memory_bytes=extra, required_memory_bytes=problem.input_bytes + extra,
             unavailable=unavailable)
 
@@ -321,6 +319,9 @@ def _standard_limit(config: AttentionConfig, cases: list[CaseResult], ctx: PlanC
 
 
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    from llmbench.kernels import use_interpreter
+
+    use_interpreter(payload.get("interpret", False))
     if "varlen" in payload["params"]:
         from llmbench.benches.attention_varlen import run_varlen_case
 

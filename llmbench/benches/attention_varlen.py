@@ -77,7 +77,7 @@ def plan_varlen(config: Any, ctx: PlanContext, tile: AttentionTile) -> list[Case
                 batch=len(lengths), heads=config.heads,
                 kv_heads=config.kv_heads or config.heads, seq=longest,
                 head_dim=config.head_dim, dtype=config.dtype, causal=config.causal,
-                mode=config.mode, device=config.device,
+                mode=config.mode, device=config.device, interpret=config.interpret,
                 compute_capability=ctx.hw.gpu.compute_capability if (
                     config.device == "cuda" and ctx.hw.gpu) else None)
             unavailable = impl.unavailable(problem)
@@ -85,7 +85,8 @@ def plan_varlen(config: Any, ctx: PlanContext, tile: AttentionTile) -> list[Case
                 params.update(tile.model_dump(exclude={"head_dim"}))
         plans.append(CasePlan(
             name=f"{label}/{len(lengths)}x(max {longest})/{config.mode}", params=params,
-            run_args={"seed": config.seed, "timing": config.timing.model_dump()},
+            run_args={"seed": config.seed, "timing": config.timing.model_dump(),
+                      "interpret": config.interpret},
             unavailable=unavailable))
     return plans
 

@@ -150,10 +150,7 @@ class TuneBenchmark(Benchmark[TuneConfig]):
                 "archs": config.archs or list(ARCHS)})
         if config.archs is not None or config.grid:
             raise UsageError("--arch and --grid go with --compile-only")
-        if config.interpret:
-            import os
-
-            os.environ["TRITON_INTERPRET"] = "1"
+        if config.interpret:  # the cases' payloads carry it; no environment changes here
             return config.model_copy(update={
                 "device": "cpu", "dtype": "fp32", "seq": 64, "batch": 1, "heads": 2,
                 "head_dims": [32], "mode": config.mode or "fwd",
@@ -181,7 +178,8 @@ class TuneBenchmark(Benchmark[TuneConfig]):
                                    heads=config.heads, head_dim=d, dtype=config.dtype,
                                    causal=config.causal, mode=config.mode or "fwd",
                                    device=config.device, timing=config.timing,
-                                   check_rows=64, check_seq=128).model_copy(
+                                   check_rows=64, check_seq=128,
+                                   interpret=config.interpret).model_copy(
                 update={"kv_heads": config.heads})
             profile_tile = ctx.profile.tile_for(d)
             for bm, bn, w, s in config.space():

@@ -86,11 +86,19 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def use_interpreter(enabled: bool) -> None:
+    """In a case's own process, before anything imports triton: Triton's interpreter when the
+    case asks for it (`--interpret` reaches the case in its payload; planning changes no
+    environment)."""
+    if enabled:
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
 def _triton(p: AttentionProblem) -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install 'llmbench[triton]')"
     if p.device != "cuda":
-        if not interpreting():
+        if not (p.interpret or interpreting()):
             return ("Triton kernels need a GPU; --interpret (TRITON_INTERPRET=1) runs them on "
                     "the CPU through Triton's interpreter, slowly")
         if p.dtype != "fp32":

@@ -33,6 +33,7 @@ class AttentionProblem:
     compute_capability: tuple[int, int] | None = None
     window: int | None = None  # a left sliding window (with causal)
     seq_k: int | None = None  # keys (and values) per sequence; None: seq
+    interpret: bool = False  # Triton kernels through Triton's interpreter (--interpret)
 
     @property
     def kv_seq(self) -> int:

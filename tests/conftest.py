@@ -47,6 +47,14 @@ def run_cli_inprocess(*args: str, timeout: float = 300, env: dict | None = None,
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
+def assert_bad_input(proc: subprocess.CompletedProcess, message: str) -> None:
+    """Bad input: exit 2 and one line on stderr that names the problem, no traceback."""
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.fixture(scope="session")
 def hw():
     from llmbench.core.hardware import detect

@@ -18,7 +18,7 @@ from llmbench.core.results import CaseResult
 from llmbench.core.runner import RunOptions, run_benchmark
 from llmbench.core.timing import TimeStats
 from llmbench.kernels.problem import AttentionProblem, attention_flops
-from tests.conftest import run_cli, run_cli_inprocess
+from tests.conftest import assert_bad_input, run_cli, run_cli_inprocess
 
 BENCH = AttentionBenchmark()
 
@@ -261,7 +261,4 @@ def test_cli_kv_seq_runs_and_shows_it(tmp_path):
     (["--kv-seq", "0"], "--kv-seq: Input should be greater than 0"),
 ])
 def test_cli_kv_seq_bad_input(args, message):
-    proc = run_cli_inprocess("attention", *args, "--device", "cpu", timeout=120)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert_bad_input(run_cli_inprocess("attention", *args, "--device", "cpu", timeout=120), message)

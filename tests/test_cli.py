@@ -11,7 +11,7 @@ import pytest
 import typer
 
 from llmbench.cli.app import app
-from tests.conftest import ROOT, run_cli, run_cli_inprocess
+from tests.conftest import ROOT, assert_bad_input, run_cli, run_cli_inprocess
 from tests.processes import interruptible
 
 SMALL = ["--seq", "64", "--heads", "2", "--head-dim", "16", "--max-time", "0.2", "-q"]
@@ -299,10 +299,7 @@ ALIGN_BAD = [
 
 @pytest.mark.parametrize("args, message", ALIGN_BAD)
 def test_align_bad_input(args, message):
-    proc = run_cli_inprocess(*args, timeout=120)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert_bad_input(run_cli_inprocess(*args, timeout=120), message)
 
 
 def test_align_malformed_data_names_the_line(tmp_path):

@@ -16,7 +16,7 @@ from llmbench.core.errors import UsageError
 from llmbench.core.runner import RunOptions, run_benchmark
 from llmbench.models import KVCache, ModelConfig, Transformer
 from llmbench.models.presets import PRESETS, preset
-from tests.conftest import ROOT, run_cli, run_cli_inprocess
+from tests.conftest import ROOT, assert_bad_input, run_cli, run_cli_inprocess
 
 
 def test_acceptance_figures():
@@ -123,10 +123,7 @@ def test_cli_analytic_json():
     (["--impl", "magic"], "unknown impl 'magic'"),
 ])
 def test_cli_bad_input(args, message):
-    proc = run_cli_inprocess("kvcache", *args, "--no-measure")
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert_bad_input(run_cli_inprocess("kvcache", *args, "--no-measure"), message)
 
 
 def test_cli_config_file_missing_fields(tmp_path):

@@ -6,7 +6,7 @@ from llmbench.benches.attention_varlen import parse_lengths
 from llmbench.benches.tune import TuneConfig, tuned_profile_toml
 from llmbench.core.errors import UsageError
 from llmbench.core.profiles import load_profile, shipped_profiles
-from tests.conftest import run_cli, run_cli_inprocess
+from tests.conftest import assert_bad_input, run_cli, run_cli_inprocess
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="triton is not installed")
@@ -40,10 +40,7 @@ def test_tune_needs_a_gpu_or_interpret(hw):
     (["--head-dims", "300"], "--head-dims: head dims must be from 1 to 256"),
 ])
 def test_tune_bad_configs(args, message):
-    proc = run_cli_inprocess("tune", "attention", "--interpret", *args)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert_bad_input(run_cli_inprocess("tune", "attention", "--interpret", *args), message)
 
 
 def test_search_space():

@@ -11,7 +11,7 @@ from llmbench.core.benchmark import PlanContext
 from llmbench.core.hardware import CpuInfo, GpuInfo, HardwareInfo
 from llmbench.core.profiles import shipped_profiles
 from llmbench.kernels.triton_aot import ARCHS, REGISTERS_PER_BLOCK, CompiledKernel, misfit
-from tests.conftest import run_cli
+from tests.conftest import assert_bad_input, run_cli, run_cli_inprocess
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed")
@@ -98,10 +98,7 @@ def test_the_grid_skips_what_does_not_fit(tmp_path):
     (["--out", "x.toml"], "--out writes timed winners; --compile-only times nothing"),
 ])
 def test_bad_compile_only_input(args, message):
-    proc = run_cli("tune", "attention", "--compile-only", *args)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert_bad_input(run_cli_inprocess("tune", "attention", "--compile-only", *args), message)
 
 
 def test_arch_and_grid_need_compile_only():

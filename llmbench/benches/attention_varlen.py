@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from typing import Any
 
 from llmbench import kernels
@@ -20,7 +19,8 @@ from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError
 from llmbench.core.profiles import AttentionTile
 from llmbench.core.results import CaseResult
-from llmbench.kernels.problem import AttentionProblem, attended_pairs
+from llmbench.core.timing import TimeStats, TimingPolicy, measure, stopwatch
+from llmbench.kernels.problem import AttentionProblem, attended_pairs, mode_flops, pairs_flops
 
 # case label -> the registry implementation whose packed form it runs (None: padded SDPA)
 VARLEN_CASES = {"triton-varlen": "triton", "flash-attn-varlen": "flash-attn", "sdpa-padded": None}
@@ -57,7 +57,7 @@ def flops(lengths: list[int], *, heads: int, head_dim: int, causal: bool,
         return attended_pairs(n, causal=causal, window=window)
 
     total = len(lengths) * pairs(max(lengths)) if padded else sum(pairs(n) for n in lengths)
-    return 4.0 * heads * head_dim * total
+    return pairs_flops(total, heads=heads, head_dim=head_dim)
 
 
 def plan_varlen(config: Any, ctx: PlanContext, tile: AttentionTile) -> list[CasePlan]:
@@ -114,76 +114,115 @@ def summarize_varlen(config: Any, cases: list[CaseResult],
 
 
 def run_varlen_case(payload: dict[str, Any]) -> dict[str, Any]:
+    p = payload["params"]
+    scale = 1.0 / math.sqrt(p["head_dim"])
+    packed = _packed_inputs(p, payload["seed"])
+    prepare = _padded_call if p["impl"] == "sdpa-padded" else _varlen_call
+    inputs, attend, grad_out, unpack = prepare(p, packed, scale)
+    step = _step(attend, inputs, grad_out, backward=p["mode"] == "fwd+bwd")
+    out, peak, prior = _memory_call(step, inputs, p["device"])
+    worst = _max_error(p, packed, unpack(out).double(), scale)
+    del out
+    # Warmed up by the first call and the memory call: measure() adds no warm-up of its own.
+    stats = measure(step, device=p["device"], prior_samples_ms=prior,
+                    policy=TimingPolicy(**{**payload["timing"], "warmup_s": 0.0,
+                                           "min_warmup_runs": 0}))
+    return _metrics(p, stats, peak.peak_bytes, worst)
+
+
+def _packed_inputs(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """q, k, v and the output gradient packed end to end (total tokens x heads x dim), the
+    sequences' start offsets and cu_seqlens, drawn from `seed` on the CPU."""
     import torch
 
-    from llmbench.core.memory import measure_peak
-    from llmbench.core.timing import TimingPolicy, measure
-    from llmbench.kernels.reference import reference_attention
-
-    p = payload["params"]
     lengths, heads, kvh, d = p["varlen"], p["heads"], p["kv_heads"], p["head_dim"]
     device = torch.device("cuda:0" if p["device"] == "cuda" else "cpu")
     dtype = torch_dtype(p["dtype"])
-    backward = p["mode"] == "fwd+bwd"
-    scale = 1.0 / math.sqrt(d)
-    total, longest, batch = sum(lengths), max(lengths), len(lengths)
+    total = sum(lengths)
     starts = [0]
     for n in lengths:
         starts.append(starts[-1] + n)
-    cu = torch.tensor(starts, dtype=torch.int32, device=device)
-    gen = torch.Generator().manual_seed(payload["seed"])
+    gen = torch.Generator().manual_seed(seed)
     q, k, v, do = (torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
                    for shape in ((total, heads, d), (total, kvh, d), (total, kvh, d),
                                  (total, heads, d)))
+    return {"device": device, "starts": starts, "q": q, "k": k, "v": v, "do": do,
+            "cu": torch.tensor(starts, dtype=torch.int32, device=device)}
+
+
+def _padded_allowed(p: dict[str, Any], device: Any) -> Any:
+    """The boolean mask of the padded batch (batch, 1, longest, longest): each row's real keys,
+    causal and windowed as asked; padding rows see every real key."""
+    import torch
+
+    lengths, window = p["varlen"], p.get("window")
+    batch, longest = len(lengths), max(lengths)
+    key_ok = torch.arange(longest, device=device)[None, :] < torch.tensor(
+        lengths, device=device)[:, None]  # (batch, longest)
+    pos = torch.arange(longest, device=device)
+    allowed = key_ok[:, None, None, :].expand(batch, 1, longest, longest).clone()
+    if p["causal"]:
+        allowed &= pos[None, None, None, :] <= pos[None, None, :, None]
+    if window is not None:
+        allowed &= pos[None, None, None, :] >= pos[None, None, :, None] - window
+    # Padding rows see every real key: their output is discarded, but a row with no key at
+    # all would be NaN, and NaN times a zero gradient is still NaN in the backward pass.
+    pad_row = pos[None, :] >= torch.tensor(lengths, device=device)[:, None]
+    allowed |= pad_row[:, None, :, None] & key_ok[:, None, None, :]
+    return allowed
+
+
+def _padded_call(p: dict[str, Any], packed: dict[str, Any], scale: float) -> tuple:
+    """sdpa-padded: the inputs padded to the longest and masked; (inputs, attend, output
+    gradient, unpack: padded output -> packed)."""
+    import torch
+    import torch.nn.functional as F
+
+    lengths, starts, d = p["varlen"], packed["starts"], p["head_dim"]
+    batch, longest = len(lengths), max(lengths)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros((batch, longest, x.shape[1], d))
+        for i, n in enumerate(lengths):
+            out[i, :n] = x[starts[i]:starts[i] + n]
+        return out.transpose(1, 2).contiguous()  # (batch, heads, longest, dim)
+
+    qp, kp, vp, dop = (pad(packed[key]) for key in ("q", "k", "v", "do"))
+    allowed = _padded_allowed(p, packed["device"])
+    backward = p["mode"] == "fwd+bwd"
+    inputs = [t.requires_grad_(backward and i < 3) for i, t in enumerate((qp, kp, vp))]
+
+    def attend() -> torch.Tensor:
+        return F.scaled_dot_product_attention(*inputs, attn_mask=allowed, scale=scale,
+                                              enable_gqa=p["kv_heads"] != p["heads"])
+
+    def unpack(o: torch.Tensor) -> torch.Tensor:
+        o = o.transpose(1, 2)
+        return torch.cat([o[i, :n] for i, n in enumerate(lengths)])
+
+    return inputs, attend, dop, unpack
+
+
+def _varlen_call(p: dict[str, Any], packed: dict[str, Any], scale: float) -> tuple:
+    """A packed implementation's varlen function on the packed inputs and cu_seqlens; (inputs,
+    attend, output gradient, unpack: the identity)."""
+    fn = kernels.get(VARLEN_CASES[p["impl"]]).load_varlen()
+    backward = p["mode"] == "fwd+bwd"
+    inputs = [t.requires_grad_(backward and i < 3)
+              for i, t in enumerate(packed[key] for key in ("q", "k", "v"))]
     tile = {key: p[key] for key in ("block_m", "block_n", "num_warps", "num_stages") if key in p}
-    window = p.get("window")
+    cu, longest = packed["cu"], max(p["varlen"])
 
-    if p["impl"] == "sdpa-padded":
-        def pad(x: torch.Tensor) -> torch.Tensor:
-            out = x.new_zeros((batch, longest, x.shape[1], d))
-            for i, n in enumerate(lengths):
-                out[i, :n] = x[starts[i]:starts[i] + n]
-            return out.transpose(1, 2).contiguous()  # (batch, heads, longest, dim)
+    def attend() -> Any:
+        return fn(*inputs, cu, longest, causal=p["causal"], scale=scale,
+                  window=p.get("window"), **tile)
 
-        qp, kp, vp, dop = (pad(t) for t in (q, k, v, do))
-        key_ok = torch.arange(longest, device=device)[None, :] < torch.tensor(
-            lengths, device=device)[:, None]  # (batch, longest)
-        pos = torch.arange(longest, device=device)
-        allowed = key_ok[:, None, None, :].expand(batch, 1, longest, longest).clone()
-        if p["causal"]:
-            allowed &= pos[None, None, None, :] <= pos[None, None, :, None]
-        if window is not None:
-            allowed &= pos[None, None, None, :] >= pos[None, None, :, None] - window
-        # Padding rows see every real key: their output is discarded, but a row with no key at
-        # all would be NaN, and NaN times a zero gradient is still NaN in the backward pass.
-        pad_row = pos[None, :] >= torch.tensor(lengths, device=device)[:, None]
-        allowed |= pad_row[:, None, :, None] & key_ok[:, None, None, :]
-        inputs = [t.requires_grad_(backward and i < 3) for i, t in enumerate((qp, kp, vp))]
+    return inputs, attend, packed["do"], lambda o: o
 
-        def attend() -> torch.Tensor:
-            import torch.nn.functional as F
 
-            return F.scaled_dot_product_attention(*inputs, attn_mask=allowed, scale=scale,
-                                                  enable_gqa=kvh != heads)
-
-        grad_out = dop
-
-        def unpack(o: torch.Tensor) -> torch.Tensor:
-            o = o.transpose(1, 2)
-            return torch.cat([o[i, :n] for i, n in enumerate(lengths)])
-    else:
-        fn = kernels.get({"triton-varlen": "triton",
-                          "flash-attn-varlen": "flash-attn"}[p["impl"]]).load_varlen()
-        inputs = [t.requires_grad_(backward and i < 3) for i, t in enumerate((q, k, v))]
-
-        def attend() -> torch.Tensor:
-            return fn(*inputs, cu, longest, causal=p["causal"], scale=scale, window=window,
-                      **tile)
-
-        grad_out = do
-
-        def unpack(o: torch.Tensor) -> torch.Tensor:
-            return o
+def _step(attend: Any, inputs: list[Any], grad_out: Any, *, backward: bool) -> Any:
+    """One timed call: the forward under no_grad, or forward and backward with fresh grads."""
+    import torch
 
     def step() -> torch.Tensor:
         if not backward:
@@ -195,34 +234,52 @@ def run_varlen_case(payload: dict[str, Any]) -> dict[str, Any]:
         out.backward(grad_out)
         return out.detach()
 
-    step()
+    return step
+
+
+def _memory_call(step: Any, inputs: list[Any], device: str) -> tuple[Any, Any, list[float] | None]:
+    """A warm-up call, then one call measured for peak memory: its output, the peak, and its
+    time as a prior sample when a CPU call takes 100 ms or more (no need to run it again)."""
+    from llmbench.core.memory import measure_peak
+
+    step()  # warm-up: first-call allocations and kernel selection stay out of the figures
     for t in inputs:
         t.grad = None
-    t0 = time.perf_counter()
-    out, peak = measure_peak(step, device=p["device"])
-    memory_call_ms = (time.perf_counter() - t0) * 1e3
-    packed = unpack(out).double()
+    clock = stopwatch(device)
+    clock.start()
+    out, peak = measure_peak(step, device=device)
+    memory_call_ms = clock.stop_ms()
+    prior = [memory_call_ms] if device == "cpu" and memory_call_ms >= 100 else None
+    return out, peak, prior
+
+
+def _max_error(p: dict[str, Any], packed: dict[str, Any], out: Any, scale: float) -> float:
+    """The largest abs difference of the packed output (fp64) from each sequence's own fp64
+    reference."""
+    from llmbench.kernels.reference import reference_attention
+
     worst = 0.0
-    for i, n in enumerate(lengths):  # each sequence against its own fp64 reference
-        sl = slice(starts[i], starts[i] + n)
-        ref = reference_attention(*(t[sl].transpose(0, 1).unsqueeze(0).detach()
-                                    for t in (q, k, v)), causal=p["causal"], scale=scale,
-                                  window=window)
-        worst = max(worst, (packed[sl].transpose(0, 1) - ref[0]).abs().max().item())
-    del out, packed
-    prior = [memory_call_ms] if p["device"] == "cpu" and memory_call_ms >= 100 else None
-    stats = measure(step, device=p["device"], prior_samples_ms=prior,
-                    policy=TimingPolicy(**{**payload["timing"], "warmup_s": 0.0,
-                                           "min_warmup_runs": 0}))
-    kw = {"heads": heads, "head_dim": d, "causal": p["causal"], "window": window}
-    useful = flops(lengths, padded=False, **kw) * (3.5 if backward else 1.0)
-    computed = flops(lengths, padded=p["impl"] == "sdpa-padded", **kw) * (
-        3.5 if backward else 1.0)
+    for start, n in zip(packed["starts"][:-1], p["varlen"], strict=True):
+        sl = slice(start, start + n)
+        ref = reference_attention(*(packed[key][sl].transpose(0, 1).unsqueeze(0).detach()
+                                    for key in ("q", "k", "v")), causal=p["causal"],
+                                  scale=scale, window=p.get("window"))
+        worst = max(worst, (out[sl].transpose(0, 1) - ref[0]).abs().max().item())
+    return worst
+
+
+def _metrics(p: dict[str, Any], stats: TimeStats, peak_bytes: int,
+             worst: float) -> dict[str, Any]:
+    kw = {"heads": p["heads"], "head_dim": p["head_dim"], "causal": p["causal"],
+          "window": p.get("window")}
+    useful = mode_flops(flops(p["varlen"], padded=False, **kw), p["mode"])
+    computed = mode_flops(flops(p["varlen"], padded=p["impl"] == "sdpa-padded", **kw),
+                          p["mode"])
     return {
         "time_ms": stats.model_dump(),
         # Effective throughput: the FLOPs the batch needs, whatever the run computed.
         "throughput_tflops": useful / (stats.median / 1e3) / 1e12,
-        "peak_memory_bytes": peak.peak_bytes,
+        "peak_memory_bytes": peak_bytes,
         "max_abs_error": worst,
         "flops_needed": useful,
         "flops_computed": computed,

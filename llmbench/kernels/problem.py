@@ -121,10 +121,25 @@ def attended_pairs(seq: int, *, causal: bool, window: int | None = None,
     return _causal_pairs(sk, window) - _causal_pairs(first, window)
 
 
+# Forward + backward FLOPs over forward FLOPs: the backward pass is 2.5x the forward.
+FWD_BWD_FLOPS_FACTOR = 3.5
+
+
+def pairs_flops(pairs: float, *, heads: int, head_dim: int, batch: int = 1) -> float:
+    """Forward FLOPs of attending `pairs` (query, key) pairs per sequence and head:
+    4 * batch * heads * head_dim * pairs (QK^T and PV, a multiply-add each)."""
+    return 4.0 * batch * heads * head_dim * pairs
+
+
+def mode_flops(forward: float, mode: Mode) -> float:
+    """The FLOPs of a call in `mode` from its forward FLOPs (fwd+bwd: 3.5x)."""
+    return forward * (FWD_BWD_FLOPS_FACTOR if mode == "fwd+bwd" else 1.0)
+
+
 def attention_flops(p: AttentionProblem) -> float:
     """Forward 4 * batch * heads * head_dim * attended pairs (seq^2, halved when causal and
     square; counted exactly with a window or seq_k != seq); backward 2.5x forward (so forward
     + backward is 3.5x)."""
-    fwd = 4.0 * p.batch * p.heads * p.head_dim * attended_pairs(
-        p.seq, causal=p.causal, window=p.window, seq_k=p.kv_seq)
-    return fwd * (3.5 if p.mode == "fwd+bwd" else 1.0)
+    fwd = pairs_flops(attended_pairs(p.seq, causal=p.causal, window=p.window, seq_k=p.kv_seq),
+                      heads=p.heads, head_dim=p.head_dim, batch=p.batch)
+    return mode_flops(fwd, p.mode)

@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from llmbench.core.errors import UsageError, first_problem
 
 
+def layout_name(heads: int, kv_heads: int) -> str:
+    """MHA (a key/value head per query head), MQA (one), else GQA-<kv heads>."""
+    if kv_heads == heads:
+        return "MHA"
+    return "MQA" if kv_heads == 1 else f"GQA-{kv_heads}"
+
+
 class Architecture(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,9 +46,7 @@ class Architecture(BaseModel):
 
     @property
     def layout(self) -> str:
-        if self.kv_heads == self.heads:
-            return "MHA"
-        return "MQA" if self.kv_heads == 1 else f"GQA-{self.kv_heads}"
+        return layout_name(self.heads, self.kv_heads)
 
     def kv_bytes_per_token(self, bytes_per_element: int, kv_heads: int | None = None) -> int:
         """2 (K and V) * layers * kv_heads * head_dim * bytes per element."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
+from rich.table import Table
 
 from llmbench.core.results import ResultDocument
 from llmbench.core.units import format_bytes
+from llmbench.models.presets import layout_name
 from llmbench.report.tables import (
     bytes_cell,
     header,
@@ -20,11 +24,17 @@ from llmbench.report.tables import (
 
 
 def render(doc: ResultDocument, console: Console) -> None:
-    cfg, summary = doc.config, doc.summary
-    arch = summary["architecture"]
     console.print(header(doc), highlight=False)
-    layout = ("MHA" if arch["kv_heads"] == arch["heads"] else
-              "MQA" if arch["kv_heads"] == 1 else f"GQA-{arch['kv_heads']}")
+    _analytic(doc, console)
+    if doc.cases:
+        _measured(doc, console)
+
+
+def _analytic(doc: ResultDocument, console: Console) -> None:
+    """The architecture, and the cache size of every KV head count (with a budget, the longest
+    context and largest batch that fit)."""
+    cfg, arch = doc.config, doc.summary["architecture"]
+    layout = layout_name(arch["heads"], arch["kv_heads"])
     context = f", context {arch['context']:,}" if arch.get("context") else ""
     console.print(
         f"[bold]{arch['name']}[/]: {arch['layers']} layers, {arch['heads']} heads, "
@@ -33,6 +43,14 @@ def render(doc: ResultDocument, console: Console) -> None:
     console.print(f"KV cache at seq {cfg['seq']:,} · batch {cfg['batch']} · {cfg['dtype']} "
                   f"(bytes per token = 2 × layers × kv heads × head dim × bytes)", highlight=False)
     budget = cfg.get("memory_bytes")
+    console.print(_analytic_table(doc.summary["analytic"], cfg, budget))
+    if budget:
+        console.print(f"(cache only: weights and activations need memory too; the model was "
+                      f"trained to {arch.get('context') or '?'} tokens)", highlight=False)
+
+
+def _analytic_table(rows: list[dict[str, Any]], cfg: dict[str, Any], budget: int | None
+                    ) -> Table:
     table = new_table()
     for col, justify in [("variant", "left"), ("kv heads", "right"), ("bytes/token", "right"),
                          ("total", "right"), ("saving vs MHA", "right")]:
@@ -40,7 +58,7 @@ def render(doc: ResultDocument, console: Console) -> None:
     if budget:
         table.add_column(f"max context in {format_bytes(budget)}", justify="right")
         table.add_column(f"max batch at {cfg['seq']:,}", justify="right")
-    for row in summary["analytic"]:
+    for row in rows:
         name = row["variant"] + (" ← published" if row["published"] else "")
         cells = [f"[bold]{name}[/]" if row["published"] else name, str(row["kv_heads"]),
                  f"{row['bytes_per_token']:,}", format_bytes(row["total_bytes"]),
@@ -48,13 +66,12 @@ def render(doc: ResultDocument, console: Console) -> None:
         if budget:
             cells += [f"{row['max_context']:,}", f"{row['max_batch']:,}"]
         table.add_row(*cells)
-    console.print(table)
-    if budget:
-        console.print(f"(cache only: weights and activations need memory too; the model was "
-                      f"trained to {arch.get('context') or '?'} tokens)", highlight=False)
-    if not doc.cases:
-        return
-    copy = summary["scaled_copy"]
+    return table
+
+
+def _measured(doc: ResultDocument, console: Console) -> None:
+    """The scaled-down copy's measured cache bytes and decode speed per variant."""
+    copy = doc.summary["scaled_copy"]
     first = doc.cases[0].params
     console.print(
         f"\nmeasured on a scaled-down copy built with llmbench's transformer: "

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from llmbench.core import progress
+from llmbench.core.memory import PeakMemory, measure_peak
 from llmbench.core.timing import TimeStats, stopwatch
 from llmbench.models.transformer import Transformer
 from llmbench.train.policy import encode, generate, prompts_and_responses, response_logps
@@ -72,6 +74,13 @@ class Run:
         value = float(loss.detach())
         if not math.isfinite(value):
             raise Diverged(f"at step {step} the loss is {value}: training stopped")
+
+    def update(self, step: int, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Check that the loss is finite, then one optimizer step on its gradients."""
+        self.check(step, loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
     def timing_metrics(self) -> dict[str, Any]:
         if not self.step_ms:
@@ -211,3 +220,38 @@ def before_after(prefix: str, before: dict[str, float], after: dict[str, float]
 
 def history_metrics(run: Run) -> dict[str, Any]:
     return {f"history/{k}": v for k, v in run.history.items()}
+
+
+def pair_reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor,
+                        logps: tuple[torch.Tensor, torch.Tensor] | None = None
+                        ) -> dict[str, torch.Tensor]:
+    """A preference batch's logged figures (TRL's names): the mean rewards of the chosen and
+    rejected responses, their margin and how often chosen wins; with the policy's
+    log-probabilities (chosen, rejected), their means too."""
+    out = {"rewards/chosen": chosen.detach().mean(), "rewards/rejected": rejected.detach().mean(),
+           "rewards/margins": (chosen - rejected).detach().mean(),
+           "rewards/accuracies": (chosen > rejected).float().mean()}
+    if logps is not None:
+        out["logps/chosen"] = logps[0].detach().mean()
+        out["logps/rejected"] = logps[1].detach().mean()
+    return out
+
+
+def train_and_eval(run: Run, loop: Callable[[], None], policy: Transformer,
+                   ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[PeakMemory, dict[str, float]]:
+    """Run the training `loop` once, measuring its peak memory; then the held-out figures of
+    the trained `policy`."""
+    _, peak = measure_peak(loop, device=run.device)
+    return peak, heldout_rule_and_prefs(run, policy, ref_logps)
+
+
+def train_results(run: Run, peak: PeakMemory, roles: dict[str, torch.nn.Module],
+                  optimizers: tuple[torch.optim.Optimizer, ...], before: dict[str, float],
+                  after: dict[str, float], *, extra: dict[str, Any] | None = None,
+                  precomputed: tuple[torch.Tensor, ...] | None = None) -> dict[str, Any]:
+    """A policy-training method's metrics: step timing, peak memory, memory per role, the
+    held-out figures before and after, `extra`, and the metric history."""
+    return {**run.timing_metrics(), "peak_memory_bytes": peak.peak_bytes,
+            **role_metrics(roles, *optimizers, precomputed=precomputed),
+            **before_after("eval/", before, after), **(extra or {}), **history_metrics(run)}

@@ -3,23 +3,47 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from llmbench.benches.align.common import (
     Run,
-    before_after,
     heldout_rule_and_prefs,
-    history_metrics,
     pair_logps,
+    pair_reward_metrics,
     pair_tensors,
     reference_policy,
-    role_metrics,
+    train_and_eval,
+    train_results,
 )
-from llmbench.core.memory import measure_peak
 from llmbench.train.losses import AVERAGED_LOSS_TYPES, dpo_loss, orpo_loss
 from llmbench.train.policy import response_logps
+
+# A training batch of a preference method: its loss, its chosen and rejected response masks
+# (the tokens it counts), and a function of the figures logged besides the loss.
+PairStep = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor],
+                 Callable[[], dict[str, Any]]]
+
+
+def pair_loop(run: Run, optimizer: torch.optim.Optimizer,
+              batch_step: Callable[[], PairStep]) -> Callable[[], None]:
+    """The training loop DPO and ORPO share: per step, `batch_step()` samples a batch and gives
+    its loss, then one update, the step's time and tokens, and on logged steps the loss and
+    the batch's figures (computed then only)."""
+    steps = run.p("steps")
+
+    def loop() -> None:
+        for step in range(steps):
+            run.start_step()
+            loss, (cm, rm), figures = batch_step()
+            run.update(step, loss, optimizer)
+            run.end_step(int(cm.sum() + rm.sum()))
+            if run.should_log(step, steps):
+                run.log(step, steps, loss=loss, **figures())
+
+    return loop
 
 
 def run_dpo(run: Run) -> dict[str, Any]:
@@ -38,52 +62,44 @@ def run_dpo(run: Run) -> dict[str, Any]:
         del reference
         reference = None
     optimizer = torch.optim.AdamW(policy.parameters(), lr=run.p("lr"))
-    steps, batch = run.p("steps"), run.p("batch")
-
-    def loop() -> None:
-        for step in range(steps):
-            run.start_step()
-            index = [run.rng.randrange(len(run.data.train)) for _ in range(batch)]
-            pairs = [run.data.train[i] for i in index]
-            ct, cm, rt, rm = pair_tensors(pairs, run.dev)
-            pc = response_logps(policy, ct, cm, average=average)
-            pr = response_logps(policy, rt, rm, average=average)
-            if train_ref is not None:
-                rc, rr = train_ref[0][index], train_ref[1][index]
-            else:
-                with torch.no_grad():
-                    rc = response_logps(reference, ct, cm, average=average)
-                    rr = response_logps(reference, rt, rm, average=average)
-            losses, chosen_r, rejected_r = dpo_loss(
-                pc, pr, rc, rr, beta=run.p("beta"), loss_type=run.p("loss_type"),
-                label_smoothing=run.p("label_smoothing"))
-            loss = losses.mean()
-            extra = {}
-            if run.p("rpo_alpha"):
-                # RPO: keep the chosen responses likely (per-token NLL), against DPO's habit of
-                # lowering both responses' likelihood.
-                nll = -(pc if average else pc / cm.sum(-1)).mean()
-                loss = loss + run.p("rpo_alpha") * nll
-                extra["nll_loss"] = nll.detach()
-            run.check(step, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            run.end_step(int(cm.sum() + rm.sum()))
-            if run.should_log(step, steps):
-                run.log(step, steps, loss=loss, **extra, **{
-                    "rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
-                    "rewards/margins": (chosen_r - rejected_r).mean(),
-                    "rewards/accuracies": (chosen_r > rejected_r).float().mean(),
-                    "logps/chosen": pc.detach().mean(), "logps/rejected": pr.detach().mean()})
-
-    _, peak = measure_peak(loop, device=run.device)
-    after = heldout_rule_and_prefs(run, policy, held_ref)
-    out = {**run.timing_metrics(), "peak_memory_bytes": peak.peak_bytes,
-           **role_metrics(roles, optimizer, precomputed=train_ref),
-           **before_after("eval/", before, after), **history_metrics(run)}
+    loop = pair_loop(run, optimizer,
+                     lambda: _dpo_batch(run, policy, reference, train_ref, average=average))
+    peak, after = train_and_eval(run, loop, policy, held_ref)
+    out = train_results(run, peak, roles, (optimizer,), before, after, precomputed=train_ref)
     out["loss_at_step0"] = run.history["loss"][0]
     return out
+
+
+def _dpo_batch(run: Run, policy: torch.nn.Module, reference: torch.nn.Module | None,
+               train_ref: tuple[torch.Tensor, torch.Tensor] | None, *,
+               average: bool) -> PairStep:
+    """One DPO batch: the reference's log-probabilities are the precomputed ones of the
+    sampled pairs, or computed now."""
+    batch = run.p("batch")
+    index = [run.rng.randrange(len(run.data.train)) for _ in range(batch)]
+    pairs = [run.data.train[i] for i in index]
+    ct, cm, rt, rm = pair_tensors(pairs, run.dev)
+    pc = response_logps(policy, ct, cm, average=average)
+    pr = response_logps(policy, rt, rm, average=average)
+    if train_ref is not None:
+        rc, rr = train_ref[0][index], train_ref[1][index]
+    else:
+        with torch.no_grad():
+            rc = response_logps(reference, ct, cm, average=average)
+            rr = response_logps(reference, rt, rm, average=average)
+    losses, chosen_r, rejected_r = dpo_loss(
+        pc, pr, rc, rr, beta=run.p("beta"), loss_type=run.p("loss_type"),
+        label_smoothing=run.p("label_smoothing"))
+    loss = losses.mean()
+    extra = {}
+    if run.p("rpo_alpha"):
+        # RPO: keep the chosen responses likely (per-token NLL), against DPO's habit of
+        # lowering both responses' likelihood.
+        nll = -(pc if average else pc / cm.sum(-1)).mean()
+        loss = loss + run.p("rpo_alpha") * nll
+        extra["nll_loss"] = nll.detach()
+    return loss, (cm, rm), lambda: {
+        **extra, **pair_reward_metrics(chosen_r, rejected_r, (pc, pr))}
 
 
 def run_orpo(run: Run) -> dict[str, Any]:
@@ -95,33 +111,15 @@ def run_orpo(run: Run) -> dict[str, Any]:
     before = heldout_rule_and_prefs(run, reference, held_ref)
     del reference
     optimizer = torch.optim.AdamW(policy.parameters(), lr=run.p("lr"))
-    steps, batch = run.p("steps"), run.p("batch")
 
-    def loop() -> None:
-        for step in range(steps):
-            run.start_step()
-            ct, cm, rt, rm = pair_tensors(run.sample_pairs(batch), run.dev)
-            pc = response_logps(policy, ct, cm, average=True)
-            pr = response_logps(policy, rt, rm, average=True)
-            losses, chosen_r, rejected_r, log_odds = orpo_loss(pc, pr, -pc, beta=run.p("beta"))
-            loss = losses.mean()
-            run.check(step, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            run.end_step(int(cm.sum() + rm.sum()))
-            if run.should_log(step, steps):
-                run.log(step, steps, loss=loss, nll_loss=-pc.detach().mean(),
-                        log_odds_ratio=log_odds.mean(), **{
-                            "rewards/chosen": chosen_r.mean(),
-                            "rewards/rejected": rejected_r.mean(),
-                            "rewards/margins": (chosen_r - rejected_r).mean(),
-                            "rewards/accuracies": (chosen_r > rejected_r).float().mean(),
-                            "logps/chosen": pc.detach().mean(),
-                            "logps/rejected": pr.detach().mean()})
+    def batch_step() -> PairStep:
+        ct, cm, rt, rm = pair_tensors(run.sample_pairs(run.p("batch")), run.dev)
+        pc = response_logps(policy, ct, cm, average=True)
+        pr = response_logps(policy, rt, rm, average=True)
+        losses, chosen_r, rejected_r, log_odds = orpo_loss(pc, pr, -pc, beta=run.p("beta"))
+        return losses.mean(), (cm, rm), lambda: {
+            "nll_loss": -pc.detach().mean(), "log_odds_ratio": log_odds.mean(),
+            **pair_reward_metrics(chosen_r, rejected_r, (pc, pr))}
 
-    _, peak = measure_peak(loop, device=run.device)
-    after = heldout_rule_and_prefs(run, policy, held_ref)
-    return {**run.timing_metrics(), "peak_memory_bytes": peak.peak_bytes,
-            **role_metrics({"policy": policy}, optimizer),
-            **before_after("eval/", before, after), **history_metrics(run)}
+    peak, after = train_and_eval(run, pair_loop(run, optimizer, batch_step), policy, held_ref)
+    return train_results(run, peak, {"policy": policy}, (optimizer,), before, after)

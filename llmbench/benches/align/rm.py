@@ -10,6 +10,7 @@ import torch
 from llmbench.benches.align.common import (
     Run,
     history_metrics,
+    pair_reward_metrics,
     pair_tensors,
     reference_policy,
     role_metrics,
@@ -49,17 +50,11 @@ def train_reward_model(run: Run, reference: Transformer, *, steps: int, batch: i
         ct, cm, rt, rmask = pair_tensors(run.sample_pairs(batch), run.dev)
         rc, rr = rm.reward(ct, cm), rm.reward(rt, rmask)
         loss = reward_model_loss(rc, rr).mean()
-        run.check(step, loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        run.update(step, loss, optimizer)
         if log:
             run.end_step(int(cm.sum() + rmask.sum()))
             if run.should_log(step, steps):
-                run.log(step, steps, loss=loss, **{
-                    "rewards/chosen": rc.detach().mean(), "rewards/rejected": rr.detach().mean(),
-                    "rewards/margins": (rc - rr).detach().mean(),
-                    "rewards/accuracies": (rc > rr).float().mean()})
+                run.log(step, steps, loss=loss, **pair_reward_metrics(rc, rr))
     rm.optimizer = optimizer  # kept for the memory figures of `align rm`
     return rm
 

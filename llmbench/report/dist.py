@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.table import Table
 
 from llmbench.core.results import ResultDocument
 from llmbench.core.units import format_bytes, format_ms
@@ -135,17 +136,21 @@ def render_ddp(doc: ResultDocument, console: Console) -> None:
             console.print(DDP_ABSOLUTE_NOTES[metric], highlight=False)
     rows = summary.get("zero") or []
     if rows:
-        zt = new_table("\nZeRO model-state memory per rank (weights + gradients + optimizer "
-                       "states; activations come on top)")
-        for col, justify in [("model", "left"), ("parameters", "right"), ("bytes/param", "left"),
-                             ("ranks", "right"), ("stage 0 (DDP)", "right"),
-                             ("stage 1", "right"), ("stage 2", "right"),
-                             ("stage 3 (FSDP)", "right")]:
-            zt.add_column(col, justify=justify)
-        for row in rows:
-            zt.add_row(row["model"], f"{row['params']:,}", row["scheme"], str(row["ranks"]),
-                       *(format_bytes(row["bytes_per_rank"][str(s)]) for s in range(4)))
-        console.print(zt)
+        console.print(_zero_table(rows))
     lines = reasons(doc.cases, key=lambda c: c.name)
     note = noisy_note(doc.cases, hint=" or raise --iters")
     print_lines(console, lines + ([note] if note else []))
+
+
+def _zero_table(rows: list[dict[str, object]]) -> Table:
+    zt = new_table("\nZeRO model-state memory per rank (weights + gradients + optimizer "
+                   "states; activations come on top)")
+    for col, justify in [("model", "left"), ("parameters", "right"), ("bytes/param", "left"),
+                         ("ranks", "right"), ("stage 0 (DDP)", "right"),
+                         ("stage 1", "right"), ("stage 2", "right"),
+                         ("stage 3 (FSDP)", "right")]:
+        zt.add_column(col, justify=justify)
+    for row in rows:
+        zt.add_row(row["model"], f"{row['params']:,}", row["scheme"], str(row["ranks"]),
+                   *(format_bytes(row["bytes_per_rank"][str(s)]) for s in range(4)))
+    return zt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from llmbench.benches.environment import EnvReport
 from llmbench.core.results import EnvInfo
@@ -38,6 +39,13 @@ def gpu_state_line(env: EnvInfo) -> str:
 
 
 def render(report: EnvReport, console: Console) -> None:
+    console.print(_device_table(report))
+    _print_profile(report, console)
+    console.print(_tiles_table(report))
+    console.print(_impls_table(report))
+
+
+def _device_table(report: EnvReport) -> Table:
     hw, env = report.hardware, report.env
     table = new_table("device")
     table.show_header = False
@@ -70,8 +78,10 @@ def render(report: EnvReport, console: Console) -> None:
     table.add_row("peak memory", f"measured by {env.memory_method}")
     for note in hw.notes:
         table.add_row("note", escape(note))
-    console.print(table)
+    return table
 
+
+def _print_profile(report: EnvReport, console: Console) -> None:
     p = report.profile
     console.print(f"\n[bold]profile[/] [cyan]{p['name']}[/]: {escape(p['reason'])}\n  "
                   f"{escape(p['source'])}", highlight=False)
@@ -89,6 +99,9 @@ def render(report: EnvReport, console: Console) -> None:
     bw = f" · {report.peak_memory_gbps:g} GB/s" if report.peak_memory_gbps else ""
     console.print(f"  peak: {peak}{bw} ({escape(report.peak.source)})", highlight=False)
 
+
+def _tiles_table(report: EnvReport) -> Table:
+    p = report.profile
     tiles = new_table(f"\nattention tiles of profile {p['name']} (block_m x block_n, warps, "
                       "stages)")
     for column in ("head dim", "range", "forward", "dK/dV", "dQ"):
@@ -98,8 +111,10 @@ def render(report: EnvReport, console: Console) -> None:
             row.dkdv.describe(), row.dq.describe())
         tiles.add_row(str(row.head_dim), f"{row.head_dim_range[0]}-{row.head_dim_range[1]}",
                       row.forward.describe(), dkdv, dq)
-    console.print(tiles)
+    return tiles
 
+
+def _impls_table(report: EnvReport) -> Table:
     impls = new_table(f"\nattention implementations ({report.dtype}, head dim {report.head_dim})")
     impls.add_column("impl")
     impls.add_column("memory")
@@ -108,4 +123,4 @@ def render(report: EnvReport, console: Console) -> None:
     for i in report.implementations:
         impls.add_row(i.name, i.memory, "[green]available[/]" if i.available else
                       "[dim]unavailable[/]", escape(i.summary if i.available else i.reason or ""))
-    console.print(impls)
+    return impls

@@ -142,7 +142,7 @@ def render_checkpoint(doc: ResultDocument, console: Console) -> None:
 
 
 def render_optim(doc: ResultDocument, console: Console) -> None:
-    cfg, summary = doc.config, doc.summary
+    cfg = doc.config
     measured = [c for c in doc.cases if c.params["optimizer"] != "decay-comparison"]
     if measured or doc.cases:
         _training_header(doc, console, f" · {cfg['precision']}")
@@ -165,6 +165,16 @@ def render_optim(doc: ResultDocument, console: Console) -> None:
                       "optimizer.step() alone. sum: weights + grads + states + activations as "
                       "if held at once; peak: measured over a training step (activations are "
                       "freed while gradients fill in, so it is lower)", highlight=False)
+    _print_analytic(doc, console)
+    decay = next((c for c in doc.cases if c.params["optimizer"] == "decay-comparison"), None)
+    if decay is not None and decay.ok:
+        _print_decay(decay, console)
+    elif decay is not None:
+        console.print(f"decay comparison {decay.status}: {decay.reason}", highlight=False)
+
+
+def _print_analytic(doc: ResultDocument, console: Console) -> None:
+    cfg, summary = doc.config, doc.summary
     params = summary["params"]
     console.print(f"\n[bold]analytic[/] for {cfg['model']}: {params:,} parameters, "
                   f"{cfg['precision']} (activations excluded: they depend on batch and seq)",
@@ -180,29 +190,28 @@ def render_optim(doc: ResultDocument, console: Console) -> None:
                       f"{row['bytes_per_param']:.3g}", row["rule"])
     console.print(table)
     console.print(summary["rule_of_thumb"], highlight=False)
-    decay = next((c for c in doc.cases if c.params["optimizer"] == "decay-comparison"), None)
-    if decay is not None and decay.ok:
-        m = decay.metrics
-        console.print(
-            f"\n[bold]AdamW vs Adam + L2[/], weight decay {m['weight_decay']:g}, "
-            f"{m['steps']} steps from one initialisation:", highlight=False)
-        table = new_table()
-        for col in ("", "final loss", "weight norm", "decay ÷ AdamW's: p10", "median", "p90",
-                    "small-grad ¼", "large-grad ¼"):
-            table.add_column(col, justify="left" if not col else "right")
-        for label in ("adam", "adam+l2", "adamw"):
-            ratio = [number(m.get(f"{label}_decay_ratio_{k}"), "{:.3g}") for k in
-                     ("p10", "median", "p90", "small_grads", "large_grads")]
-            table.add_row(label if label != "adam" else "adam (no decay)",
-                          f"{m[f'{label}_final_loss']:.4f}", f"{m[f'{label}_weight_norm']:.2f}",
-                          *ratio)
-        console.print(table)
-        console.print("decay ÷ AdamW's: what one step's weight decay removed from each weight, "
-                      "divided by AdamW's lr·wd·w. Decoupled decay is 1 everywhere; L2 decay "
-                      "passes through Adam's 1/√v, so it depends on each weight's gradients.",
-                      highlight=False)
-    elif decay is not None:
-        console.print(f"decay comparison {decay.status}: {decay.reason}", highlight=False)
+
+
+def _print_decay(decay: CaseResult, console: Console) -> None:
+    m = decay.metrics
+    console.print(
+        f"\n[bold]AdamW vs Adam + L2[/], weight decay {m['weight_decay']:g}, "
+        f"{m['steps']} steps from one initialisation:", highlight=False)
+    table = new_table()
+    for col in ("", "final loss", "weight norm", "decay ÷ AdamW's: p10", "median", "p90",
+                "small-grad ¼", "large-grad ¼"):
+        table.add_column(col, justify="left" if not col else "right")
+    for label in ("adam", "adam+l2", "adamw"):
+        ratio = [number(m.get(f"{label}_decay_ratio_{k}"), "{:.3g}") for k in
+                 ("p10", "median", "p90", "small_grads", "large_grads")]
+        table.add_row(label if label != "adam" else "adam (no decay)",
+                      f"{m[f'{label}_final_loss']:.4f}", f"{m[f'{label}_weight_norm']:.2f}",
+                      *ratio)
+    console.print(table)
+    console.print("decay ÷ AdamW's: what one step's weight decay removed from each weight, "
+                  "divided by AdamW's lr·wd·w. Decoupled decay is 1 everywhere; L2 decay "
+                  "passes through Adam's 1/√v, so it depends on each weight's gradients.",
+                  highlight=False)
 
 
 def render_accum(doc: ResultDocument, console: Console) -> None:

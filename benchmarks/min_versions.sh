@@ -24,13 +24,28 @@ python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --no-deps -e .
 "$VENV/bin/pip" list 2>/dev/null | grep -i -E "^(typer|click|rich|pydantic) "
 fail=0
-for c in "" env attention kvcache amp checkpoint optim accum precision schedule align comm ddp \
-         tune "tune attention" run compare export report schema; do
+# Every command and group the command line has (the registry's benchmarks included), one per
+# line: "", "env", "attention", ..., "tune", "tune attention".
+commands=$("$VENV/bin/python" - <<'PY'
+import typer
+from llmbench.cli.app import app
+def walk(group, words=()):
+    print(" ".join(words))
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            walk(cmd, (*words, name))
+        else:
+            print(" ".join((*words, name)))
+walk(typer.main.get_command(app))
+PY
+) || { echo "listing the commands failed at the floors"; exit 1; }
+echo "checking --help of $(echo "$commands" | wc -l) commands"
+while IFS= read -r c; do
   # shellcheck disable=SC2086 # "tune attention" is two words
   if ! "$VENV/bin/python" -m llmbench $c --help >/dev/null 2>"$VENV/err.txt"; then
     echo "llmbench $c --help failed: $(tail -n 1 "$VENV/err.txt")"; fail=1
   fi
-done
+done <<< "$commands"
 "$VENV/bin/python" -m llmbench schedule --total 100 --warmup 10 -q >/dev/null || fail=1
 "$VENV/bin/python" -m llmbench attention --seq 64 --heads 2 --head-dim 16 --impl standard,sdpa \
   --max-time 0.2 -q --json "$VENV/a.json" >/dev/null || fail=1

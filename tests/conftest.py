@@ -13,6 +13,9 @@ import pytest
 # time (of triton.language) whether its functions are interpreted, and torch may import it early,
 # so the whole session sets it before anything else.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# A metric a benchmark reports without declaring it fails its case (llmbench.core.runner), so
+# every test that runs a benchmark also checks its declarations.
+os.environ["LLMBENCH_STRICT_METRICS"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
 

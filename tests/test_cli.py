@@ -199,8 +199,8 @@ def test_flags_are_pinned():
         "--max-time", "--profile", "--timeout", "--isolate", "--no-isolate", "--json",
         "--format", "--quiet", "-q", "--fail-on"])
     assert _flags("env") == sorted(["--head-dim", "--device", "--dtype", "--profile", "--json",
-                                    "--format"])
-    assert _flags("schema") == []
+                                    "--format", "--quiet", "-q"])
+    assert _flags("schema") == ["--quiet", "-q"]
     assert _flags("kvcache") == sorted([
         "--model", "--config", "--layers", "--heads", "--kv-heads", "--head-dim", "--context",
         "--seq", "--batch", "--dtype", "--memory", "--measure", "--no-measure", "--measure-seq",
@@ -238,7 +238,7 @@ TRAINING_BAD = [
     (["checkpoint", "--layers", "0"], "--layers must be positive"),
     (["amp", "--variants", "fp8"], "--variants"),
     (["amp", "--steps", "2"], "--steps: Input should be greater than or equal to 5"),
-    (["amp", "--model", "huge"], "--model: unknown model size 'huge'"),
+    (["amp", "--model", "huge"], "--model: unknown model 'huge'"),
     (["accum", "--batch", "32", "--micro", "5"], "--micro 5 does not divide --batch 32"),
     (["schedule", "--warmup", "2000"], "--warmup: warmup 2000 is longer than total 1000"),
     (["schedule", "--kinds", "step"], "--kinds: unknown schedule 'step'"),
@@ -318,16 +318,18 @@ def test_tune_flags_are_pinned():
     assert flags == sorted(["--head-dims", "--seq", "--batch", "--heads", "--dtype", "--mode",
                             "--block-m", "--block-n", "--warps", "--stages", "--interpret",
                             "--compile-only", "--arch", "--grid", "--jobs", "-j",
-                            "--out", "--profile", "--timeout", "--json", "--format",
+                            "--write-profile", "--device", "--max-time", "--profile",
+                            "--timeout", "--json", "--format",
                             "--quiet", "-q", "--fail-on"])
 
 
 def test_ci_flags_are_pinned():
-    assert _flags("run") == ["--fail-on", "--out"]
-    assert _flags("compare") == sorted(["--threshold", "--alpha", "--markdown", "--junit",
-                                        "--all"])
-    assert _flags("export") == sorted(["--out", "--format"])
-    assert _flags("report") == sorted(["--html", "--png", "--title"])
+    quiet = ["--quiet", "-q"]
+    assert _flags("run") == sorted(["--fail-on", "--out", *quiet])
+    assert _flags("compare") == sorted(["--threshold", "--alpha", "--format", "--markdown",
+                                        "--junit", "--all", *quiet])
+    assert _flags("export") == sorted(["--out", "--format", *quiet])
+    assert _flags("report") == sorted(["--html", "--png", "--title", *quiet])
 
 
 def test_example_workflow_is_valid_yaml_with_the_steps():
@@ -336,7 +338,7 @@ def test_example_workflow_is_valid_yaml_with_the_steps():
     steps = flow["jobs"]["bench"]["steps"]
     text = " ".join(str(s.get("run", "")) for s in steps)
     assert "llmbench run suites/ci-gpu.toml --out results" in text
-    assert "llmbench compare baseline results --markdown --junit compare.xml" in text
+    assert "llmbench compare baseline results --format markdown --junit compare.xml" in text
     assert (ROOT / "suites" / "ci-gpu.toml").exists()
 
 

@@ -6,13 +6,14 @@ import xml.etree.ElementTree as ET
 import pytest
 from rich.console import Console
 
+from llmbench.benches import metric_of
 from llmbench.ci.compare import compare, compare_metric, load_side, parse_threshold
 from llmbench.ci.stats import mann_whitney_p, smallest_p
 from llmbench.core.errors import UsageError
 from llmbench.core.results import ResultsError
 from llmbench.core.timing import TimeStats
 from llmbench.report.compare import junit, markdown
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_inprocess
 
 
 def stats(samples):
@@ -30,34 +31,59 @@ def test_statistics_on_known_samples():
     assert mann_whitney_p(BASE, [x * 1.2 for x in BASE]) < 1e-9
 
 
+def judge(benchmark, name, base, new, **kw):
+    """compare_metric as `compare` calls it: with the metric's declaration."""
+    return compare_metric("b", "c", name, base, new, threshold=kw.get("threshold", 0.05),
+                          alpha=0.01, declared=metric_of(benchmark, name))
+
+
 @pytest.mark.parametrize("factor, verdict", [
     (1.2, "regression"), (1.03, "within-threshold"), (0.8, "improvement"), (1.0, "unchanged"),
 ])
 def test_time_metric_verdicts(factor, verdict):
-    row = compare_metric("b", "c", "time_ms", stats(BASE), stats([x * factor for x in BASE]),
-                         threshold=0.05, alpha=0.01)
+    row = judge("attention", "time_ms", stats(BASE), stats([x * factor for x in BASE]))
     assert row.verdict == verdict
     assert row.change == pytest.approx(factor - 1)
 
 
-def test_directions_from_names():
-    worse_acc = compare_metric("b", "c", "eval/accuracy", 0.95, 0.80, threshold=0.05,
-                               alpha=0.01)
+def test_directions_from_declarations():
+    worse_acc = judge("align", "eval/accuracy", 0.95, 0.80)
     assert worse_acc.verdict == "regression" and worse_acc.direction == "higher"
-    for derived in ("throughput_tflops", "tokens_per_s", "speedup_vs_standard_x",
-                    "overhead_pct", "activation_saved_pct"):
-        assert compare_metric("b", "c", derived, 10.0, 1.0, threshold=0.05,
-                              alpha=0.01) is None  # judged through the measurement
-    better_mem = compare_metric("b", "c", "peak_memory_bytes", 100, 50, threshold=0.05,
-                                alpha=0.01)
+    for bench, derived in (("attention", "throughput_tflops"), ("amp", "tokens_per_s"),
+                           ("attention", "speedup_vs_standard_x"),
+                           ("checkpoint", "overhead_pct"),
+                           ("checkpoint", "activation_saved_pct")):
+        assert judge(bench, derived, 10.0, 1.0) is None  # judged through the measurement
+    better_mem = judge("attention", "peak_memory_bytes", 100, 50)
     assert better_mem.verdict == "improvement"
-    assert compare_metric("b", "c", "predicted_memory_bytes", 1, 9, threshold=0.05,
-                          alpha=0.01) is None  # a prediction, not a measurement
-    assert compare_metric("b", "c", "error_rows_checked", 1, 9, threshold=0.05,
-                          alpha=0.01) is None  # no direction: information only
-    from_zero = compare_metric("b", "c", "peak_memory_bytes", 0, 10, threshold=0.05,
-                               alpha=0.01)
+    assert judge("attention", "predicted_memory_bytes", 1, 9) is None  # a prediction
+    assert judge("attention", "error_rows_checked", 1, 9) is None  # information only
+    from_zero = judge("attention", "peak_memory_bytes", 0, 10)
     assert math.isinf(from_zero.change) and from_zero.verdict == "regression"
+    # What the old name-suffix rule got wrong: a slowdown is better low (higher by its _x),
+    # and the loss before training says nothing about the run (lower by its name).
+    assert metric_of("accum", "slowdown_vs_whole_x").better == "lower"
+    assert judge("amp", "first_loss", 5.0, 9.0) is None
+    assert judge("kvcache", "not_a_declared_metric", 1, 9) is None
+
+
+def test_undeclared_metrics_are_listed_not_judged(tiny_run, tmp_path):
+    """A metric this llmbench does not declare (a document from another version) is named in
+    the comparison, never gated."""
+    import shutil
+
+    new = tmp_path / "new"
+    shutil.copytree(tiny_run, new)
+    path = new / "attention.json"
+    doc = json.loads(path.read_text())
+    for case in doc["cases"]:
+        case["metrics"]["renamed_ms"] = 1.0
+    path.write_text(json.dumps(doc))
+    base = tmp_path / "base"
+    shutil.copytree(new, base)
+    result = compare(load_side(base), load_side(new))
+    assert "attention.renamed_ms" in result.undeclared
+    assert not any(m.metric == "renamed_ms" for m in result.metrics)
 
 
 def test_noise_is_not_a_regression():
@@ -66,14 +92,13 @@ def test_noise_is_not_a_regression():
     rng = random.Random(0)
     a = [10 * rng.uniform(0.6, 1.4) for _ in range(20)]
     b = [10 * rng.uniform(0.6, 1.4) * 1.08 for _ in range(20)]
-    row = compare_metric("b", "c", "time_ms", stats(a), stats(b), threshold=0.05, alpha=0.01)
+    row = judge("attention", "time_ms", stats(a), stats(b))
     assert abs(row.change) > 0.05
     assert row.verdict == "not-significant" and row.p_value >= 0.01
 
 
 def test_few_samples_fall_back_to_the_threshold():
-    row = compare_metric("b", "c", "time_ms", stats([10.0, 10.1]), stats([13.0, 13.1]),
-                         threshold=0.05, alpha=0.01)
+    row = judge("attention", "time_ms", stats([10.0, 10.1]), stats([13.0, 13.1]))
     assert row.verdict == "regression" and "too few samples" in row.note
 
 
@@ -179,10 +204,17 @@ def test_bad_input(tiny_run, tmp_path):
 
 def test_markdown_and_junit_from_the_cli(tiny_run, tmp_path):
     out = tmp_path / "junit.xml"
-    proc = run_cli("compare", str(tiny_run), str(tiny_run), "--markdown", "--junit", str(out))
+    proc = run_cli("compare", str(tiny_run), str(tiny_run), "--format", "markdown", "--junit",
+                   str(out))
     assert proc.returncode == 0
     assert proc.stdout.startswith("### llmbench: :white_check_mark:")
     assert ET.parse(out).getroot().get("failures") == "0"
+    as_json = run_cli_inprocess("compare", str(tiny_run), str(tiny_run), "--format", "json")
+    assert as_json.returncode == 0
+    result = json.loads(as_json.stdout)
+    assert result["metrics"] and not any(m["verdict"] == "regression" for m in result["metrics"])
+    old = run_cli_inprocess("compare", str(tiny_run), str(tiny_run), "--markdown")
+    assert old.stdout == proc.stdout  # the old spelling still works
 
 
 def _with_env(run, tmp_path, name, **changes):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from llmbench.ci.compare import load_side
-from llmbench.ci.export import github_action_benchmark, unit_of
+from llmbench.ci.export import github_action_benchmark
 from llmbench.report.html import build
 from tests.conftest import ROOT, run_cli
 
@@ -21,7 +21,8 @@ def test_github_action_benchmark_entries(tiny_run):
     timed = next(e for e in smaller if e["name"].endswith("time_ms"))
     assert timed["unit"] == "ms" and timed["range"].startswith("± ")
     assert all(set(e) <= {"name", "unit", "value", "range", "extra"} for e in smaller + bigger)
-    assert unit_of("grad_rel_error") == "fraction" and unit_of("tokens_per_s") == "per s"
+    tflops = next(e for e in bigger if e["name"].endswith("/throughput_tflops"))
+    assert tflops["unit"] == "TFLOP/s"  # the declared unit
 
 
 def test_export_cli(tiny_run, tmp_path):

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
+from llmbench.benches import metric_of
 from llmbench.core.benchmark import CasePlan
 from llmbench.core.hardware import GpuInfo, HardwareInfo
 from llmbench.core.profiles import select_profile
-from llmbench.core.results import CaseResult, EnvInfo, ResultDocument, metric_direction
+from llmbench.core.results import CaseResult, EnvInfo, ResultDocument
 from llmbench.core.runner import RunOptions, build_env, run_case
 from llmbench.core.timing import TimeStats
 
@@ -235,8 +236,10 @@ def test_throttle_metrics_are_information_only():
                             ("gpu_sm_clock_max_mhz", 1980, 900),
                             ("gpu_temperature_c_start", 40, 90),
                             ("gpu_temperature_c_end", 40, 90)]:
-        assert metric_direction(name) is None, name
-        assert compare_metric("b", "c", name, base, new, threshold=0.05, alpha=0.01) is None
+        declared = metric_of("attention", name)
+        assert declared is not None and declared.better == "info", name
+        assert compare_metric("b", "c", name, base, new, threshold=0.05, alpha=0.01,
+                              declared=declared) is None
 
 
 # ------------------------------------------------------------------ the env block

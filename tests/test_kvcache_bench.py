@@ -119,7 +119,7 @@ def test_cli_analytic_json():
      "kv_heads 3 does not divide heads 8"),
     (["--memory", "lots"], "not a size"),
     (["--heads", "8"], "give --layers, --head-dim"),
-    (["--seq", "0"], "--seq: Input should be greater than 0"),
+    (["--seq", "0"], "--seq must be positive, got 0"),
     (["--impl", "magic"], "unknown impl 'magic'"),
 ])
 def test_cli_bad_input(args, message):

@@ -12,7 +12,6 @@ from llmbench.core.results import (
     ResultsError,
     json_schema,
     load_document,
-    metric_direction,
     write_atomic,
     write_document,
 )
@@ -103,18 +102,6 @@ def test_load_rejects(tmp_path, content, message):
         load_document(path)
     with pytest.raises(ResultsError, match="no such file"):
         load_document(tmp_path / "missing.json")
-
-
-@pytest.mark.parametrize("name, direction", [
-    ("time_ms", "lower"), ("peak_memory_bytes", "lower"), ("max_abs_error", "lower"),
-    ("throughput_tflops", "higher"), ("tokens_per_s", "higher"), ("accuracy", "higher"),
-    ("speedup_vs_standard_x", "higher"), ("peak_utilization_pct", "higher"),
-    ("predicted_memory_bytes", None), ("error_rows_checked", None), ("overhead_pct", "lower"),
-    ("gpu_throttled", None), ("gpu_throttle_reasons", None), ("gpu_sm_clock_mhz_start", None),
-    ("gpu_sm_clock_max_mhz", None), ("gpu_temperature_c_end", None),
-])
-def test_metric_direction(name, direction):
-    assert metric_direction(name) == direction
 
 
 NEW_ENV_FIELDS = ("torch_threads", "cpu_affinity", "matmul_allow_tf32", "cudnn_allow_tf32",

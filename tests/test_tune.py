@@ -15,7 +15,8 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
 @needs_triton
 def test_tune_dry_run_writes_a_profile_that_loads(tmp_path):
     out = tmp_path / "tuned.toml"
-    proc = run_cli("tune", "attention", "--interpret", "--out", str(out), "-q", timeout=300)
+    proc = run_cli("tune", "attention", "--interpret", "--write-profile", str(out), "-q",
+                   timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "winners" in proc.stdout and "% of best" in proc.stdout
     profile = load_profile(out)

@@ -95,7 +95,8 @@ def test_the_grid_skips_what_does_not_fit(tmp_path):
                          "compute capability 7.5 or newer)"),
     (["--arch", "sm80,sm99"], "--arch: unknown target 'sm99'"),
     (["--interpret"], "--compile-only compiles for GPU targets and --interpret runs on the CPU"),
-    (["--out", "x.toml"], "--out writes timed winners; --compile-only times nothing"),
+    (["--write-profile", "x.toml"],
+     "--write-profile writes timed winners; --compile-only times nothing"),
 ])
 def test_bad_compile_only_input(args, message):
     assert_bad_input(run_cli_inprocess("tune", "attention", "--compile-only", *args), message)

@@ -8,21 +8,32 @@ time and tokens/s.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.benches.training import (
+    MODEL_PANEL,
+    TrainingConfig,
+    case_params,
+    resolve_device,
+    run_args,
+)
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
 from llmbench.core.errors import UsageError
+from llmbench.core.flags import BATCH, flag_like
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult
 
 
 class AccumConfig(TrainingConfig):
-    batch: int = Field(32, gt=0, description="the effective batch")
-    micro: list[int] | None = Field(None, description="micro-batch sizes; None: batch, batch/2, "
-                                    "batch/4, batch/8 (those that divide it)")
+    batch: Annotated[int, Field(gt=0), flag_like(
+        BATCH, help="The effective batch: micro-batch x accumulation steps.",
+        panel=MODEL_PANEL)] = 32
+    micro: Annotated[list[int] | None, Opt(
+        "Micro-batch sizes, e.g. 16,8,4.", parse="sweep",
+        default_text="batch, batch/2, batch/4, batch/8 (those that divide it)")] = None
 
     @field_validator("micro")
     @classmethod
@@ -38,7 +49,26 @@ def default_micro(batch: int) -> list[int]:
 
 class AccumBenchmark(Benchmark[AccumConfig]):
     name = "accum"
+    help = """Gradient accumulation: one effective batch as micro-batch x steps.
+
+    The accumulated gradient against the whole batch's, and each split's peak memory and
+    throughput.
+    """
+    renderer = "llmbench.report.training:render_accum"
+    plot = "llmbench.report.plots:accum"
     config_type = AccumConfig
+    metrics = (
+        Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
+        Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
+        Metric("grad_max_abs_error", "abs", "lower",
+               "max |accumulated gradient - whole batch's|", family="error"),
+        Metric("grad_rel_error", "rel", "lower",
+               "grad_max_abs_error / the whole batch's max |gradient|", family="error"),
+        Metric("peak_saved_pct", "%", "higher", "peak memory saved vs the whole batch",
+               derived=True),
+        Metric("slowdown_vs_whole_x", "x", "lower", "step time / the whole batch's",
+               derived=True),
+    )
     case_target = "llmbench.benches.accum:run_case"
 
     def resolve(self, config: AccumConfig, hw: HardwareInfo) -> AccumConfig:

@@ -12,12 +12,13 @@ autocast backward pass, without loss scaling and with the scaler's scale.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
 from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported
@@ -29,10 +30,14 @@ WARMUP_STEPS = 3
 
 
 class AmpConfig(TrainingConfig):
-    variants: list[Variant] | None = Field(None, description="None: every one the device has")
-    steps: int = Field(50, ge=WARMUP_STEPS + 2)
-    loss_tolerance: float = Field(0.05, gt=0, description="|final loss - fp32's| allowed, nats")
-    demo: Literal["underflow"] | None = None
+    variants: Annotated[list[Variant] | None, Opt(
+        "fp32, fp16 (autocast + GradScaler), bf16 (autocast).",
+        default_text="all the device has")] = None
+    steps: Annotated[int, Field(ge=WARMUP_STEPS + 2), Opt("Training steps per variant.")] = 50
+    loss_tolerance: Annotated[float, Field(gt=0), Opt(
+        "Allowed |final loss - fp32's| in nats.")] = 0.05
+    demo: Annotated[Literal["underflow"] | None, Opt(
+        "underflow: fp16 gradient underflow without and with loss scaling.")] = None
 
 
 def variant_unsupported(device: str, variant: str, hw: HardwareInfo) -> str | None:
@@ -56,7 +61,44 @@ def variant_unsupported(device: str, variant: str, hw: HardwareInfo) -> str | No
 
 class AmpBenchmark(Benchmark[AmpConfig]):
     name = "amp"
+    help = """\
+    AMP vs FP32: step time, tokens/s, peak and activation memory, loss parity, loss scaling.
+
+    Every variant trains the same model from the same seed on the same batches with AdamW.
+    fp16 uses dynamic loss scaling (torch.amp.GradScaler), whose scale trace and skipped steps
+    are reported; bf16 needs no scaler.
+    """
+    renderer = "llmbench.report.training:render_amp"
+    plot = "llmbench.report.plots:amp"
     config_type = AmpConfig
+    metrics = (
+        Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
+        Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
+        Metric("activation_memory_bytes", "B", "lower",
+               "what the forward pass keeps for the backward pass"),
+        Metric("activation_saved_pct", "%", "higher", "activation memory saved vs fp32",
+               derived=True),
+        Metric("final_loss", "nats", "lower", "the loss at the last step"),
+        Metric("first_loss", "nats", "info", "the loss at the first step, before training"),
+        Metric("loss_curve", "nats", "info", "the loss at every step"),
+        Metric("loss_diff_vs_fp32", "nats", "info", "final loss - fp32's", derived=True),
+        Metric("skipped_steps", "1", "info", "steps the scaler skipped (inf/NaN gradients)"),
+        Metric("skip_reason", "", "info", "why and where the scaler skipped steps"),
+        Metric("scale_trace", "1", "info", "the loss scale at every step"),
+        Metric("final_scale", "1", "info", "the loss scale at the end"),
+        # --demo underflow
+        Metric("loss_scale", "1", "info", "the scaler's initial scale"),
+        Metric("gradient_elements", "1", "info", "gradient elements of the model"),
+        Metric("nonzero_fp32_elements", "1", "info", "gradient elements non-zero in fp32"),
+        Metric("zeroed_fraction_*", "1", "info",
+               "share of the non-zero fp32 gradient elements that fp16 zeroes"),
+        Metric("nonfinite_*", "1", "info", "non-finite fp16 gradient elements"),
+        Metric("below_fp16_subnormal_fraction", "1", "info",
+               "share of gradient magnitudes below fp16's smallest subnormal"),
+        Metric("below_fp16_normal_fraction", "1", "info",
+               "share of gradient magnitudes below fp16's smallest normal"),
+        Metric("median_abs_gradient", "abs", "info", "median |gradient| in fp32"),
+    )
     case_target = "llmbench.benches.amp:run_case"
 
     def resolve(self, config: AmpConfig, hw: HardwareInfo) -> AmpConfig:

@@ -17,27 +17,43 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from llmbench import kernels
 from llmbench.core import hardware
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt, flag_of
 from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError, first_problem
 from llmbench.core.fit import power_law_exponent
+from llmbench.core.flags import (
+    BATCH,
+    DTYPE,
+    HEAD_DIM,
+    HEADS,
+    IMPLS,
+    KV_HEADS,
+    SEQS,
+    Device,
+    Seed,
+    flag_like,
+)
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
 from llmbench.core.profiles import AttentionTile, Profile
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
 from llmbench.kernels.problem import AttentionProblem, attended_pairs, attention_flops
 
-# Tile fields a user may override, and the flags that set them.
-TILE_FLAGS = {"block_m": "--block-m", "block_n": "--block-n", "num_warps": "--warps",
-              "num_stages": "--stages"}
+# Tile fields a user may override (their flags: the config's Opt declarations).
+TILE_KEYS = ("block_m", "block_n", "num_warps", "num_stages")
 
 Dtype = Literal["fp32", "fp16", "bf16"]
+
+
+_SHAPE = "Shape"
+_TILE = "Tiles (tiled, triton)"
 
 
 class AttentionConfig(BaseModel):
@@ -45,32 +61,59 @@ class AttentionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    impls: list[str] | None = Field(None, description="implementations; None: all of them")
-    seqs: list[int] = Field(default_factory=lambda: [4096], min_length=1)
-    kv_seq: int | None = Field(None, gt=0, description="key/value length; None: same as each "
-                               "seq (causal masks are bottom-right aligned)")
-    batch: int = Field(1, gt=0)
-    heads: int = Field(8, gt=0)
-    kv_heads: int | None = Field(None, gt=0, description="None: same as heads (MHA)")
-    head_dim: int = Field(64, gt=0)
-    dtype: Dtype | None = Field(None, description="None: bf16 on a GPU, fp32 on a CPU")
-    causal: bool = True
-    mode: Literal["fwd", "fwd+bwd"] = "fwd"
-    device: Literal["cpu", "cuda"] | None = Field(None, description="None: cuda if usable")
-    seed: int = 0
+    seqs: Annotated[list[int], Field(min_length=1), flag_like(SEQS, panel=_SHAPE)] = [4096]
+    kv_seq: Annotated[int | None, Field(gt=0), Opt(
+        "Key/value length, when it differs from --seq: --seq 1 --kv-seq 8192 is one decoding "
+        "step against a KV cache. Causal masks are bottom-right aligned (query i sees keys up "
+        "to i + kv_seq - seq), as in flash-attn.", default_text="--seq", panel=_SHAPE)] = None
+    impls: Annotated[list[str] | None, flag_like(
+        IMPLS, help=f"Here: {', '.join(kernels.names())}.",
+        default_text="all but sdpa (torch's own pick); those that cannot run here are listed "
+        "as unavailable")] = None
+    batch: Annotated[int, Field(gt=0), flag_like(BATCH, panel=_SHAPE)] = 1
+    heads: Annotated[int, Field(gt=0), flag_like(HEADS, panel=_SHAPE)] = 8
+    kv_heads: Annotated[int | None, Field(gt=0), flag_like(KV_HEADS, panel=_SHAPE)] = None
+    head_dim: Annotated[int, Field(gt=0), flag_like(HEAD_DIM, panel=_SHAPE)] = 64
+    dtype: Annotated[Dtype | None, flag_like(DTYPE, default_text="bf16 on a GPU, fp32 on a CPU",
+                                             panel=_SHAPE)] = None
+    causal: Annotated[bool, Opt("Causal (decoder) mask.", panel=_SHAPE)] = True
+    mode: Annotated[Literal["fwd", "fwd+bwd"], Opt(
+        "Time the forward pass, or forward + backward.")] = "fwd"
+    device: Device = None
+    seed: Seed = 0
     check_rows: int = Field(256, gt=0, description="query rows checked against fp64 at full size")
     check_seq: int = Field(512, gt=0, description="seq of the gradient check (fwd+bwd)")
-    window: int | None = Field(None, ge=0, description="a left sliding window: each impl runs "
-                               "with it and fully causal")
-    varlen: list[int] | None = Field(None, description="packed sequences of these lengths "
-                                     "against padding to the longest")
-    block_m: int | None = Field(None, description="override the profile's tile")
-    block_n: int | None = None
-    num_warps: int | None = None
-    num_stages: int | None = None
-    interpret: bool = Field(False, description="run Triton kernels on the CPU "
-                            "(TRITON_INTERPRET=1)")
+    window: Annotated[int | None, Field(ge=0), Opt(
+        "A left sliding window of this many keys: every impl runs with it and fully causal, "
+        "and the time ratio is set against the expected FLOP ratio.", panel=_SHAPE)] = None
+    varlen: Annotated[list[int] | None, Opt(
+        "Packed sequences of these lengths (128,512,2048 or random:COUNT:MIN:MAX) against "
+        "padding to the longest.", panel=_SHAPE)] = None
+    block_m: Annotated[int | None, Opt("Override the profile's tile: query rows per tile.",
+                                       panel=_TILE)] = None
+    block_n: Annotated[int | None, Opt("Override the profile's tile: key rows per tile.",
+                                       panel=_TILE)] = None
+    num_warps: Annotated[int | None, Opt("Override the profile's tile: warps per program.",
+                                         flag="--warps", panel=_TILE)] = None
+    num_stages: Annotated[int | None, Opt("Override the profile's tile: pipeline stages.",
+                                          flag="--stages", panel=_TILE)] = None
+    interpret: Annotated[bool, Opt(
+        "Run the Triton kernel on the CPU through Triton's interpreter (fp32, slow; small "
+        "shapes).", panel=_TILE, negatable=False)] = False
     timing: TimingPolicy = Field(default_factory=TimingPolicy)
+
+    @field_validator("varlen", mode="before")
+    @classmethod
+    def _parse_lengths(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, (list, tuple)) and any(isinstance(x, str) for x in v):
+            from llmbench.benches.attention_varlen import parse_lengths
+
+            try:
+                return parse_lengths(",".join(str(x) for x in v),
+                                     seed=info.data.get("seed", 0))
+            except UsageError as exc:
+                raise ValueError(str(exc).removeprefix("--varlen ")) from None
+        return v
 
     @field_validator("varlen")
     @classmethod
@@ -112,7 +155,42 @@ class AttentionConfig(BaseModel):
 
 class AttentionBenchmark(Benchmark[AttentionConfig]):
     name = "attention"
+    help = """Standard vs Flash attention: time, TFLOP/s, peak memory and error per implementation.
+
+    Each case runs in its own process: warm-up, one call measured for peak memory and checked
+    against an fp64 reference, then timed until the median is steady. With a sweep, the
+    exponents of memory and time in seq are fitted.
+    """
     config_type = AttentionConfig
+    metrics = (
+        Metric("throughput_tflops", "TFLOP/s", "higher",
+               "the FLOPs the call needs per second of its median time", derived=True),
+        Metric("peak_utilization_pct", "%", "higher",
+               "throughput as a share of the profile's peak TFLOP/s", derived=True),
+        Metric("peak_memory_bytes", "B", "lower", "peak memory of one call above its inputs"),
+        Metric("predicted_memory_bytes", "B", "info",
+               "the memory the call was predicted to add above its inputs"),
+        Metric("input_memory_bytes", "B", "info", "bytes of q, k, v and the output gradient"),
+        Metric("max_abs_error", "abs", "lower", "max |output - fp64 reference| on the rows "
+               "checked", family="error"),
+        Metric("grad_max_abs_error", "abs", "lower",
+               "max |dq, dk, dv - fp64 reference's| at the check size", family="error"),
+        Metric("error_rows_checked", "1", "info", "query rows checked against fp64"),
+        Metric("grad_check_seq", "1", "info", "query length of the gradient check"),
+        Metric("grad_check_kv_seq", "1", "info", "key length of the gradient check"),
+        Metric("flops_per_call", "FLOP", "info", "the FLOPs one call needs"),
+        Metric("launched_tile", "", "info", "the Triton tile the last launch used"),
+        Metric("speedup_vs_standard_x", "x", "higher",
+               "standard's time / this one's, same seq and mode", derived=True),
+        Metric("memory_reduction_vs_standard_x", "x", "higher",
+               "standard's peak memory / this one's", derived=True),
+        # --varlen
+        Metric("flops_needed", "FLOP", "info", "the FLOPs the packed batch needs"),
+        Metric("flops_computed", "FLOP", "info", "the FLOPs this implementation computes"),
+        Metric("wasted_flops_pct", "%", "info", "share of the computed FLOPs spent on padding"),
+    )
+    renderer = "llmbench.report.attention:render"
+    plot = "llmbench.report.plots:attention"
     case_target = "llmbench.benches.attention:run_case"
 
     def resolve(self, config: AttentionConfig, hw: HardwareInfo) -> AttentionConfig:
@@ -135,7 +213,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
             why = kernels.get(name).shape_reason(self._problem(resolved, resolved.seqs[0], hw))
             if why:
                 raise UsageError(f"--impl {name}: {why}")
-        overrides = {k: getattr(config, k) for k in TILE_FLAGS if getattr(config, k) is not None}
+        overrides = {k: getattr(config, k) for k in TILE_KEYS if getattr(config, k) is not None}
         if overrides:
             tile_with(None, config.head_dim, overrides)  # a bad override is bad input now
         return resolved
@@ -153,7 +231,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
 
     def plan(self, config: AttentionConfig, ctx: PlanContext) -> list[CasePlan]:
         tile = tile_with(ctx.profile, config.head_dim,
-                         {k: getattr(config, k) for k in TILE_FLAGS})
+                         {k: getattr(config, k) for k in TILE_KEYS})
         if config.varlen is not None:
             from llmbench.benches.attention_varlen import plan_varlen
 
@@ -245,7 +323,7 @@ def tile_with(profile: Profile | None, head_dim: int,
         return AttentionTile(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
     except ValueError as exc:
         loc, msg = first_problem(exc)
-        flag = TILE_FLAGS.get(str(loc[0]) if loc else "", "tile")
+        flag = flag_of(AttentionConfig, str(loc[0])) if loc else "tile"
         raise UsageError(f"{flag}: {msg}") from None
 
 
@@ -343,7 +421,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         device=p["device"], compute_capability=payload.get("compute_capability"),
         window=p.get("window"), seq_k=p.get("kv_seq"))
     kv_seq = problem.kv_seq
-    tile: dict[str, Any] = {k: p[k] for k in TILE_FLAGS if k in p}
+    tile: dict[str, Any] = {k: p[k] for k in TILE_KEYS if k in p}
     for key in ("dkdv", "dq"):  # Triton's backward tiles, when the case carries them
         if p.get(key) is not None:
             tile[key] = p[key]

@@ -12,12 +12,21 @@ plus one layer input, whose size (batch x seq x width x 4 bytes) is known exactl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.benches.training import (
+    Batch,
+    Model,
+    Seq,
+    TrainingConfig,
+    case_params,
+    resolve_device,
+    run_args,
+)
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
 from llmbench.core.fit import power_law_exponent
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult
@@ -25,12 +34,15 @@ from llmbench.train.checkpointing import POLICIES, segments
 
 
 class CheckpointConfig(TrainingConfig):
-    model: str = "mini"
-    batch: int = Field(4, gt=0)
-    seq: int = Field(256, gt=1)
-    layers: list[int] = Field(default_factory=lambda: [16], min_length=1)
-    policies: list[str] | None = Field(None, description="None: all of them")
-    every: int = Field(2, ge=1, description="k of the every-k policy")
+    model: Model = "mini"
+    batch: Batch = 4
+    seq: Seq = 256
+    layers: Annotated[list[int], Field(min_length=1), Opt(
+        "Depth(s): 16 | 4,8,16 | 4:32 (doubling). A sweep of 3+ depths fits the exponent of "
+        "memory in depth.", parse="sweep")] = [16]
+    policies: Annotated[list[str] | None, Opt(
+        f"{', '.join(POLICIES)}.", default_text="all")] = None
+    every: Annotated[int, Field(ge=1), Opt("k of the every-k policy.")] = 2
 
     @field_validator("layers")
     @classmethod
@@ -54,7 +66,31 @@ def policy_label(policy: str, every: int) -> str:
 
 class CheckpointBenchmark(Benchmark[CheckpointConfig]):
     name = "checkpoint"
+    help = """Activation checkpointing: memory saved and time it costs, per policy and depth.
+
+    The built-in model at --model's width with --layers layers; each policy recomputes the
+    activations of its checkpointed segments during the backward pass (torch.utils.checkpoint,
+    use_reentrant=False).
+    """
+    renderer = "llmbench.report.training:render_checkpoint"
+    plot = "llmbench.report.plots:checkpoint"
     config_type = CheckpointConfig
+    metrics = (
+        Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
+        Metric("activation_memory_bytes", "B", "lower",
+               "what the forward pass keeps for the backward pass"),
+        Metric("activation_peak_bytes", "B", "lower",
+               "peak of forward + backward, recomputation included"),
+        Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
+        Metric("overhead_pct", "%", "lower", "step time added vs no checkpointing",
+               derived=True),
+        Metric("activation_saved_pct", "%", "higher",
+               "activation memory saved vs no checkpointing", derived=True),
+        Metric("peak_saved_pct", "%", "higher", "peak memory saved vs no checkpointing",
+               derived=True),
+        Metric("checkpointed_layers", "1", "info", "layers inside checkpointed segments"),
+        Metric("segments", "1", "info", "checkpointed segments"),
+    )
     case_target = "llmbench.benches.checkpoint:run_case"
 
     def resolve(self, config: CheckpointConfig, hw: HardwareInfo) -> CheckpointConfig:

@@ -23,15 +23,17 @@ the other operations are predicted from those two numbers, not fitted.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from llmbench.benches.distributed import DistConfig, DistributedBenchmark
+from llmbench.benches.distributed import GROUP_PANEL, DistConfig, DistributedBenchmark
 from llmbench.benches.training import resolve_device
 from llmbench.core.benchmark import CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
 from llmbench.core.errors import UsageError
 from llmbench.core.fit import two_term_fit
+from llmbench.core.flags import DTYPE
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult
 from llmbench.core.units import DTYPE_BYTES, format_bytes, size_label
@@ -56,14 +58,16 @@ def ring_steps(collective: str, n: int) -> int:
 
 
 class CommConfig(DistConfig):
-    device: Literal["cpu", "cuda"] | None = None
-    collectives: list[str] = Field(default_factory=lambda: list(COLLECTIVES))
-    sizes: list[int] | None = Field(None, description="bytes, smallest first; None: 1KiB:1GiB "
-                                    "on cuda, 1KiB:64MiB on cpu (doubling)")
-    dtype: CommDtype = "fp32"
-    windows: int = Field(5, ge=1, description="timed windows per case, each of `iters` "
-                         "back-to-back calls after a barrier; a sample is one window's time "
-                         "per call")
+    collectives: Annotated[list[str], Opt(f"{', '.join(COLLECTIVES)}.", default_text="all")
+                           ] = list(COLLECTIVES)
+    sizes: Annotated[list[int] | None, Opt(
+        "Message sizes: 1KiB:1GiB (doubling) or 4KiB,1MiB,64MiB (small to large). The size of "
+        "the largest buffer, as in nccl-tests.", parse="sizes",
+        default_text="1KiB:1GiB on cuda, 1KiB:64MiB on cpu")] = None
+    dtype: Annotated[CommDtype, DTYPE] = "fp32"
+    windows: Annotated[int, Field(ge=1), Opt(
+        "Timed windows per case: each is a barrier, then --iters calls; a sample is a "
+        "window's time per call.", panel=GROUP_PANEL)] = 5
 
     @field_validator("collectives")
     @classmethod
@@ -100,7 +104,34 @@ def rounded_sizes(sizes: list[int], nproc: int, elem: int) -> list[int]:
 
 class CommBenchmark(DistributedBenchmark[CommConfig]):
     name = "comm"
+    help = """\
+    Collectives over torch.distributed: time, algbw and busbw per size, and the ring model.
+
+    Bus bandwidth uses nccl-tests' factors (all_reduce 2(n-1)/n; all_gather, reduce_scatter,
+    all_to_all (n-1)/n; broadcast 1); the ring model's latency and bandwidth are fitted to the
+    all_reduce sweep and predict every other case. Each result is checked after one call.
+    Timed as nccl-tests does: after a barrier, --iters back-to-back calls per window.
+    """
+    renderer = "llmbench.report.dist:render_comm"
+    plot = "llmbench.report.plots:comm"
     config_type = CommConfig
+    metrics = (
+        Metric("algbw_gb_per_s", "GB/s", "higher", "bytes / time (nccl-tests' algbw)",
+               derived=True),
+        Metric("busbw_gb_per_s", "GB/s", "higher", "algbw x the bus factor (nccl-tests' busbw)",
+               derived=True),
+        Metric("bus_factor", "x", "info", "nccl-tests' bus bandwidth factor for this op"),
+        Metric("predicted_time_ms", "ms", "info", "the ring model's time, fitted to the run",
+               derived=True),
+        Metric("median_ms_per_rank", "ms", "info", "each rank's median time per call"),
+        Metric("window_ms_by_rank", "ms", "info", "every rank's window samples, rank-major"),
+        Metric("result_checked", "1", "info", "the result was checked after one call"),
+        Metric("peak_memory_bytes", "B", "lower", "the largest rank's peak above its start"),
+        Metric("peak_memory_bytes_per_rank", "B", "info", "each rank's peak above its start"),
+        Metric("peak_memory_method", "", "info", "how the peak was measured"),
+        Metric("peak_reserved_bytes", "B", "lower",
+               "the largest rank's caching-allocator reserve (CUDA)"),
+    )
     case_target = "llmbench.benches.comm:run_case"
 
     def resolve(self, config: CommConfig, hw: HardwareInfo) -> CommConfig:

@@ -28,13 +28,21 @@ as run here and for presets such as llama-3-8b.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from llmbench.benches.distributed import DistConfig, DistributedBenchmark
-from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.benches.distributed import GROUP_PANEL, DistConfig, DistributedBenchmark
+from llmbench.benches.training import (
+    MODEL_PANEL,
+    TrainingConfig,
+    case_params,
+    resolve_device,
+    run_args,
+)
 from llmbench.core.benchmark import CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
+from llmbench.core.flags import BATCH, flag_like
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import lockstep_policy
@@ -48,13 +56,22 @@ RUN_SCHEME = zero.StateBytes(4, 4, 8, "fp32 weights, gradients, AdamW m and v (a
 
 
 class DDPConfig(TrainingConfig, DistConfig):
-    warmup: int = Field(3, ge=0, description="untimed steps before timing")
-    iters: int = Field(10, ge=1, description="timed steps (every rank takes exactly as many)")
-    strategies: list[Literal["ddp", "fsdp"]] = Field(default_factory=lambda: list(STRATEGIES))
-    zero_models: list[str] = Field(default_factory=lambda: ["llama-3-8b"],
-                                   description="presets for the ZeRO table")
-    zero_scheme: Literal["mixed", "fp32", "bf16"] = "mixed"
-    zero_ranks: list[int] | None = Field(None, description="None: this run's rank count")
+    batch: Annotated[int, Field(gt=0), flag_like(BATCH, help="Per rank per step.",
+                                                 panel=MODEL_PANEL)] = 8
+    warmup: Annotated[int, Field(ge=0), Opt("Untimed steps first.", panel=GROUP_PANEL)] = 3
+    iters: Annotated[int, Field(ge=1), Opt(
+        "Timed steps per strategy; every rank takes exactly as many.", panel=GROUP_PANEL)] = 10
+    strategies: Annotated[list[Literal["ddp", "fsdp"]], Opt(
+        "ddp (DistributedDataParallel), fsdp (FSDP2 fully_shard).", default_text="both")
+    ] = list(STRATEGIES)
+    zero_models: Annotated[list[str], Opt(
+        f"Also show ZeRO's per-rank memory for these presets ({', '.join(PRESETS)}).")
+    ] = ["llama-3-8b"]
+    zero_scheme: Annotated[Literal["mixed", "fp32", "bf16"], Opt(
+        "Bytes per parameter of the presets' rows: mixed (2+2+12, the ZeRO paper's), fp32 "
+        "(4+4+8), bf16 (2+2+4).")] = "mixed"
+    zero_ranks: Annotated[list[int] | None, Opt("Rank counts of the ZeRO table, e.g. 8,64.",
+                                                default_text="this run's")] = None
 
     @field_validator("zero_models")
     @classmethod
@@ -91,7 +108,40 @@ def zero_rows(params: int, name: str, scheme: str | zero.StateBytes, label: str,
 
 class DDPBenchmark(DistributedBenchmark[DDPConfig]):
     name = "ddp"
+    help = """Data-parallel training steps of the built-in model: time, communication, memory, ZeRO.
+
+    Per strategy: step time, the step without gradient sync (DDP's no_sync) and the share of
+    the step that communication adds, an all_reduce of the gradients alone, peak memory per
+    rank, the model-state bytes each rank holds next to ZeRO's formula (DDP = stage 0, FSDP =
+    stage 3), and the gradients checked against one process training on the global batch.
+    """
+    renderer = "llmbench.report.dist:render_ddp"
+    no_plot = "two strategies and a ZeRO table: nothing to draw a line through"
     config_type = DDPConfig
+    metrics = (
+        Metric("tokens_per_s", "tok/s", "higher", "tokens per second over all ranks",
+               derived=True),
+        Metric("no_sync_time_ms", "ms", "lower", "the step inside no_sync() (no gradient sync)"),
+        Metric("allreduce_time_ms", "ms", "lower", "an all_reduce of the gradients alone"),
+        Metric("comm_exposed_ms", "ms", "lower", "step time - no_sync step time",
+               derived=True),
+        Metric("comm_share_pct", "%", "lower", "comm_exposed_ms as a share of the step",
+               derived=True),
+        Metric("gradient_bytes", "B", "info", "bytes of every fp32 gradient (global sizes)"),
+        Metric("peak_memory_bytes", "B", "lower", "the largest rank's step peak above its state"),
+        Metric("peak_allocated_bytes", "B", "lower", "the largest rank's max allocated (CUDA)"),
+        Metric("peak_reserved_bytes", "B", "lower", "the largest rank's max reserved (CUDA)"),
+        Metric("peak_rss_bytes", "B", "lower", "the largest rank's resident-set peak (CPU)"),
+        Metric("model_state_bytes", "B", "lower",
+               "the largest rank's weights + gradients + optimizer state"),
+        Metric("*_bytes_per_rank", "B", "info", "the figure of each rank"),
+        Metric("predicted_state_bytes", "B", "info", "ZeRO's formula for model_state_bytes"),
+        Metric("zero_stage", "1", "info", "the ZeRO stage of the strategy"),
+        Metric("grad_max_abs_error", "abs", "lower",
+               "max |gradient - one process's on the global batch|", family="error"),
+        Metric("grad_rel_error", "rel", "lower",
+               "grad_max_abs_error / the reference's max |gradient|", family="error"),
+    )
     case_target = "llmbench.benches.ddp:run_case"
 
     def resolve(self, config: DDPConfig, hw: HardwareInfo) -> DDPConfig:

@@ -9,32 +9,46 @@ tells the others, and the case is recorded as out of memory on all of them.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmbench.core.benchmark import Benchmark, C
+from llmbench.core.declare import Opt
 from llmbench.core.errors import UsageError
+from llmbench.core.flags import DEVICE, flag_like
 from llmbench.core.hardware import HardwareInfo
 
 Backend = Literal["nccl", "gloo"]
 
 
+GROUP_PANEL = "Process group"
+
+
 class DistConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    nproc: int | None = Field(None, ge=1, description="ranks to start on this machine; None: "
-                              "one per visible GPU (cuda) or 2 (cpu); under torchrun or srun, "
-                              "the launch's world size")
-    backend: Backend | None = Field(None, description="None: nccl on cuda, gloo on cpu")
-    warmup: int = Field(5, ge=0, description="untimed calls before timing")
-    iters: int = Field(20, ge=1, description="timed calls (every rank makes exactly as many)")
+    nproc: Annotated[int | None, Field(ge=1), Opt(
+        "Ranks to start on this machine (torchrun). Under torchrun or srun, leave it out: the "
+        "launch's ranks are used and only rank 0 writes.",
+        default_text="one per GPU on cuda, 2 on cpu", panel=GROUP_PANEL)] = None
+    backend: Annotated[Backend | None, Opt("Process group backend.",
+                                           default_text="nccl on cuda, gloo on cpu",
+                                           panel=GROUP_PANEL)] = None
+    warmup: Annotated[int, Field(ge=0), Opt("Untimed calls first.", panel=GROUP_PANEL)] = 5
+    iters: Annotated[int, Field(ge=1), Opt(
+        "Back-to-back calls per timed window (nccl-tests' -n); every rank makes exactly as "
+        "many.", panel=GROUP_PANEL)] = 20
+    device: Annotated[Literal["cpu", "cuda"] | None, flag_like(DEVICE, panel=GROUP_PANEL)
+                      ] = None
 
 
 class DistributedBenchmark(Benchmark[C]):
     """A benchmark whose cases run on the ranks of a process group, never in a process each."""
 
     isolated: ClassVar[bool] = False
+    distributed: ClassVar[bool] = True
+    run_options: ClassVar[tuple[str, ...]] = ("profile", "timeout")
 
     def group_settings(self, config: DistConfig, hw: HardwareInfo,
                        device: str) -> dict[str, Any]:

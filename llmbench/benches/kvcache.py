@@ -13,48 +13,99 @@ the formula, and a decode step at the full context is timed.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench import kernels
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
 from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError, first_problem
+from llmbench.core.flags import (
+    BATCH,
+    DEVICE,
+    DTYPE,
+    HEAD_DIM,
+    HEADS,
+    IMPLS,
+    KV_HEADS,
+    MODEL,
+    SEED,
+    SEQ,
+    flag_like,
+)
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
 from llmbench.core.units import DTYPE_BYTES
-from llmbench.models.presets import Architecture, from_hf_config, preset
+from llmbench.models.presets import PRESETS, Architecture, from_hf_config, layout_name, preset
+from llmbench.models.sizes import SIZES
 
 CacheDtype = Literal["fp32", "fp16", "bf16", "fp8", "int8"]
 DEFAULT_MODEL = "llama-3-8b"
 
 
+_ARCH = "Architecture"
+_MEASURE = "Measured part"
+
+
 class KVCacheConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str | None = Field(None, description="preset name; None with no other source: "
-                              f"{DEFAULT_MODEL}")
-    config_path: str | None = Field(None, description="a Hugging Face config.json")
-    layers: int | None = Field(None, gt=0)
-    heads: int | None = Field(None, gt=0)
-    kv_heads: int | None = Field(None, gt=0)
-    head_dim: int | None = Field(None, gt=0)
-    context: int | None = Field(None, gt=0)
+    model: Annotated[str | None, flag_like(
+        MODEL, help=f"Presets: {', '.join(PRESETS)}; built-in sizes: {', '.join(SIZES)}.",
+        default_text=f"{DEFAULT_MODEL} when no --config or explicit numbers",
+        panel=_ARCH)] = None
+    config_path: Annotated[str | None, Opt(
+        "A Hugging Face config.json (read without transformers).", flag="--config",
+        panel=_ARCH)] = None
+    layers: Annotated[int | None, Field(gt=0), Opt("Layers (overrides the preset).",
+                                                   panel=_ARCH)] = None
+    heads: Annotated[int | None, Field(gt=0), flag_like(HEADS, panel=_ARCH)] = None
+    kv_heads: Annotated[int | None, Field(gt=0), flag_like(KV_HEADS, panel=_ARCH)] = None
+    head_dim: Annotated[int | None, Field(gt=0), flag_like(HEAD_DIM, panel=_ARCH)] = None
+    context: Annotated[int | None, Field(gt=0), Opt("Trained context length.",
+                                                    panel=_ARCH)] = None
     arch: Architecture | None = Field(None, description="resolved from the fields above")
-    seq: int | None = Field(None, gt=0, description="None: the model's context")
-    batch: int = Field(1, gt=0)
-    dtype: CacheDtype = "bf16"
-    memory_bytes: int | None = Field(None, gt=0, description="budget for the inverse question")
-    measure: bool = True
-    measure_seq: int = Field(2048, gt=1, description="context of the measured decode")
-    measure_layers: int = Field(4, gt=0)
+    seq: Annotated[int | None, Field(gt=0), flag_like(
+        SEQ, help="In the cache.", default_text="the model's context")] = None
+    batch: Annotated[int, Field(gt=0), BATCH] = 1
+    dtype: Annotated[CacheDtype, flag_like(DTYPE, help="Of the cache (fp8/int8: 1 byte).")
+                     ] = "bf16"
+    memory_bytes: Annotated[int | None, Field(gt=0), Opt(
+        "A memory budget such as 80GiB: the longest context and largest batch whose cache "
+        "fits.", flag="--memory", parse="bytes")] = None
+    measure: Annotated[bool, Opt("Also measure MHA vs GQA vs MQA on a scaled-down copy.",
+                                 panel=_MEASURE)] = True
+    measure_seq: Annotated[int, Field(gt=1), Opt("Context of the measured decode.",
+                                                 panel=_MEASURE)] = 2048
+    measure_layers: Annotated[int, Field(gt=0), Opt("Layers of the scaled copy.",
+                                                    panel=_MEASURE)] = 4
     measure_head_dim: int | None = Field(None, gt=0, description="None: about 512 / heads")
-    impl: str = Field("sdpa", description="attention implementation of the scaled copy")
-    device: Literal["cpu", "cuda"] | None = None
-    seed: int = 0
+    impls: Annotated[list[str], Field(min_length=1), flag_like(
+        IMPLS, help="Of the scaled copy: one set of cases per implementation.",
+        panel=_MEASURE)] = ["sdpa"]
+    device: Annotated[Literal["cpu", "cuda"] | None, flag_like(DEVICE, panel=_MEASURE)] = None
+    seed: Annotated[int, flag_like(SEED, panel=_MEASURE)] = 0
     timing: TimingPolicy = Field(default_factory=TimingPolicy)
+
+    @field_validator("impls")
+    @classmethod
+    def _known_impls(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in kernels.IMPLS]
+        if unknown:
+            raise ValueError(f"unknown impl {unknown[0]!r} (choose from "
+                             f"{', '.join(kernels.names())})")
+        return list(dict.fromkeys(v))
+
+
+def built_in_architecture(name: str) -> Architecture:
+    """A built-in model size as an architecture (MHA; no trained context)."""
+    size = SIZES[name]
+    return Architecture(name=name, layers=size["n_layers"], heads=size["n_heads"],
+                        kv_heads=size["n_heads"], head_dim=size["dim"] // size["n_heads"],
+                        hidden_size=size["dim"], source="llmbench's built-in size")
 
 
 def resolve_architecture(cfg: KVCacheConfig) -> Architecture:
@@ -66,6 +117,8 @@ def resolve_architecture(cfg: KVCacheConfig) -> Architecture:
                                   "context": cfg.context}.items() if v is not None}
     if cfg.config_path:
         base = from_hf_config(cfg.config_path).model_dump()
+    elif cfg.model in SIZES:
+        base = built_in_architecture(cfg.model).model_dump()
     elif cfg.model or not explicit:
         base = preset(cfg.model or DEFAULT_MODEL).model_dump()
     else:
@@ -91,10 +144,6 @@ def kv_variants(heads: int) -> list[int]:
     return [kv for kv in range(heads, 0, -1) if heads % kv == 0]
 
 
-def variant_name(heads: int, kv: int) -> str:
-    return "MHA" if kv == heads else "MQA" if kv == 1 else f"GQA-{kv}"
-
-
 def measured_variants(arch: Architecture) -> list[int]:
     """MHA, the published layout, one GQA between (the largest divisor <= heads/4), MQA."""
     divisors = kv_variants(arch.heads)
@@ -103,7 +152,8 @@ def measured_variants(arch: Architecture) -> list[int]:
     return sorted(picks, reverse=True)
 
 
-def scaled_copy(arch: Architecture, cfg: KVCacheConfig, kv_heads: int) -> dict[str, Any]:
+def scaled_copy(arch: Architecture, cfg: KVCacheConfig, kv_heads: int,
+                impl: str | None = None) -> dict[str, Any]:
     """The built-in model's config for a small copy: same query heads, fewer layers, narrower
     heads (head dim a power of two near 512 / heads, at least 8)."""
     head_dim = cfg.measure_head_dim
@@ -114,7 +164,7 @@ def scaled_copy(arch: Architecture, cfg: KVCacheConfig, kv_heads: int) -> dict[s
     return {"vocab_size": 256, "dim": arch.heads * head_dim,
             "n_layers": min(arch.layers, cfg.measure_layers), "n_heads": arch.heads,
             "n_kv_heads": kv_heads, "head_dim": head_dim, "max_seq_len": cfg.measure_seq,
-            "attention": cfg.impl}
+            "attention": impl or cfg.impls[0]}
 
 
 def analytic_table(arch: Architecture, *, dtype: str, seq: int, batch: int,
@@ -124,7 +174,7 @@ def analytic_table(arch: Architecture, *, dtype: str, seq: int, batch: int,
     rows = []
     for kv in kv_variants(arch.heads):
         per_token = arch.kv_bytes_per_token(e, kv)
-        row = {"variant": variant_name(arch.heads, kv), "kv_heads": kv,
+        row = {"variant": layout_name(arch.heads, kv), "kv_heads": kv,
                "published": kv == arch.kv_heads, "bytes_per_token": per_token,
                "total_bytes": per_token * seq * batch,
                "saving_vs_mha_pct": 100.0 * (mha - per_token) / mha}
@@ -146,51 +196,75 @@ def measured_dtype(cache_dtype: str, device: str, hw: HardwareInfo) -> str:
 
 class KVCacheBenchmark(Benchmark[KVCacheConfig]):
     name = "kvcache"
+    help = """KV-cache size for MHA / GQA / MQA, and decode speed measured on a scaled-down copy.
+
+    The analytic table re-heads the architecture with every KV head count that divides its
+    query heads. The measured part builds a small copy with llmbench's transformer, fills its
+    cache by prefill and decoding, checks the cache's real bytes against the formula, and
+    times a decode step at the full context.
+    """
+    renderer = "llmbench.report.kvcache:render"
+    plot = "llmbench.report.plots:kvcache"
     config_type = KVCacheConfig
+    metrics = (
+        Metric("decode_tokens_per_s", "tok/s", "higher",
+               "tokens decoded per second at the full context", derived=True),
+        Metric("speedup_vs_mha_x", "x", "higher", "MHA's decode time / this variant's",
+               derived=True),
+        Metric("cache_bytes", "B", "lower", "the filled cache's bytes, from its tensors"),
+        Metric("analytic_cache_bytes", "B", "info", "the cache's bytes by the formula"),
+        Metric("cache_matches_formula", "1", "info", "the cache's bytes equal the formula's"),
+        Metric("predicted_memory_bytes", "B", "info", "the cache's predicted bytes"),
+        Metric("peak_memory_bytes", "B", "lower", "peak memory of filling the cache"),
+        Metric("fill_s", "s", "lower", "time to fill the cache: prefill, then decoding"),
+        Metric("cache_tokens", "1", "info", "tokens in the filled cache"),
+        Metric("prefill_tokens", "1", "info", "tokens filled by the prefill"),
+        Metric("decoded_tokens", "1", "info", "tokens filled by decoding one at a time"),
+    )
     case_target = "llmbench.benches.kvcache:run_case"
 
     def resolve(self, config: KVCacheConfig, hw: HardwareInfo) -> KVCacheConfig:
         arch = resolve_architecture(config)
         device = usable_device(config.device, hw)
-        if config.impl not in kernels.IMPLS:
-            raise UsageError(f"--impl: unknown impl {config.impl!r} "
-                             f"(choose from {', '.join(kernels.names())})")
         return config.model_copy(update={"arch": arch, "device": device,
                                          "seq": config.seq or arch.context or 4096})
 
     def plan(self, config: KVCacheConfig, ctx: PlanContext) -> list[CasePlan]:
         if not config.measure:
             return []
-        arch = config.arch
         dtype = measured_dtype(config.dtype, config.device or ctx.device, ctx.hw)
-        plans = []
-        for kv in measured_variants(arch):
-            model = scaled_copy(arch, config, kv)
-            params = {"variant": variant_name(arch.heads, kv), "kv_heads": kv,
-                      "published": kv == arch.kv_heads, "context": config.measure_seq,
-                      "batch": config.batch, "dtype": dtype, "device": config.device,
-                      "layers": model["n_layers"], "heads": model["n_heads"],
-                      "head_dim": model["head_dim"], "dim": model["dim"], "impl": config.impl}
-            cache_bytes = 2 * model["n_layers"] * kv * model["head_dim"] * config.measure_seq \
-                * config.batch * DTYPE_BYTES[dtype]
-            plans.append(CasePlan(
-                name=f"{params['variant'].lower()}/ctx={config.measure_seq}",
-                params=params,
-                run_args={"model": model, "seed": config.seed,
-                          "timing": config.timing.model_dump()},
-                predicted_memory_bytes=cache_bytes,
-                required_memory_bytes=cache_bytes * 2,
-                unavailable=kernels.get(config.impl).device_reason(_problem(params)),
-            ))
-        return plans
+        return [self._plan_one(config, dtype, kv, impl)
+                for impl in config.impls for kv in measured_variants(config.arch)]
+
+    def _plan_one(self, config: KVCacheConfig, dtype: str, kv: int, impl: str) -> CasePlan:
+        arch = config.arch
+        model = scaled_copy(arch, config, kv, impl)
+        params = {"variant": layout_name(arch.heads, kv), "kv_heads": kv,
+                  "published": kv == arch.kv_heads, "context": config.measure_seq,
+                  "batch": config.batch, "dtype": dtype, "device": config.device,
+                  "layers": model["n_layers"], "heads": model["n_heads"],
+                  "head_dim": model["head_dim"], "dim": model["dim"], "impl": impl}
+        cache_bytes = 2 * model["n_layers"] * kv * model["head_dim"] * config.measure_seq \
+            * config.batch * DTYPE_BYTES[dtype]
+        # One implementation keeps the names baselines know; several add the impl to each.
+        named_impl = f"/{impl}" if len(config.impls) > 1 else ""
+        return CasePlan(
+            name=f"{params['variant'].lower()}{named_impl}/ctx={config.measure_seq}",
+            params=params,
+            run_args={"model": model, "seed": config.seed, "timing": config.timing.model_dump()},
+            predicted_memory_bytes=cache_bytes,
+            required_memory_bytes=cache_bytes * 2,
+            unavailable=kernels.get(impl).device_reason(_problem(params)),
+        )
 
     def summarize(self, config: KVCacheConfig, cases: list[CaseResult],
                   ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
         arch = config.arch
-        mha = next((c for c in cases if c.ok and c.params["variant"] == "MHA"), None)
+        mha_of = {c.params["impl"]: c for c in cases if c.ok and c.params["variant"] == "MHA"}
         out = []
         for case in cases:
             metrics = dict(case.metrics)
+            mha = mha_of.get(case.params["impl"])
             if case.ok and mha is not None and mha.time() and case.time():
                 metrics["speedup_vs_mha_x"] = mha.time().median / case.time().median
             out.append(case.model_copy(update={"metrics": metrics}))

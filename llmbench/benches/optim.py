@@ -16,13 +16,21 @@ scale, shows that L2 decay is divided by Adam's denominator and decoupled decay 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.benches.training import (
+    MODEL_PANEL,
+    TrainingConfig,
+    case_params,
+    resolve_device,
+    run_args,
+)
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
 from llmbench.core.errors import UsageError
+from llmbench.core.flags import MODEL, flag_like
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported
 from llmbench.core.results import CaseResult
 from llmbench.models.presets import PRESETS
@@ -39,13 +47,18 @@ PRECISION_BYTES: dict[str, tuple[int, int, int]] = {
 
 
 class OptimConfig(TrainingConfig):
-    model: str = Field("tiny", description="built-in size (measured), or a preset or a size "
-                       "such as 7b (analytic only)")
-    optimizers: list[str] | None = Field(None, description="None: all of them")
-    precision: Precision = "fp32"
-    weight_decay: float = Field(0.1, ge=0)
-    compare_decay: bool = False
-    decay_steps: int = Field(100, gt=1)
+    model: Annotated[str, flag_like(
+        MODEL, help=f"A built-in size ({', '.join(SIZES)}) is measured; a preset or a size "
+        "such as 7b gives the analytic table only.", panel=MODEL_PANEL)] = "tiny"
+    optimizers: Annotated[list[str] | None, Opt(
+        f"{', '.join(optim_registry.OPTIMIZERS)}.", default_text="all")] = None
+    precision: Annotated[Precision, Opt(
+        "fp32; autocast with fp32 weights (-mixed); or pure bf16 weights and states.")] = "fp32"
+    weight_decay: Annotated[float, Field(ge=0), Opt("Weight decay.")] = 0.1
+    compare_decay: Annotated[bool, Opt(
+        "Also train Adam + L2 vs AdamW and show how their weight decay differs.",
+        negatable=False)] = False
+    decay_steps: Annotated[int, Field(gt=1), Opt("Steps of --compare-decay's runs.")] = 100
 
     @field_validator("model")
     @classmethod
@@ -104,7 +117,41 @@ def analytic_breakdown(params: int, optimizer: str, precision: str) -> dict[str,
 
 class OptimBenchmark(Benchmark[OptimConfig]):
     name = "optim"
+    help = """Optimizer state memory (measured from the state tensors) and step time.
+
+    Also the whole training-memory breakdown (weights, gradients, states, activations) and an
+    analytic table for any parameter count, next to the bytes-per-parameter rule users know.
+    """
+    renderer = "llmbench.report.training:render_optim"
+    plot = "llmbench.report.plots:optim"
     config_type = OptimConfig
+    metrics = (
+        Metric("params", "1", "info", "the model's parameters"),
+        Metric("state_bytes", "B", "lower", "the optimizer's state, from its tensors"),
+        Metric("analytic_state_bytes", "B", "info", "the state predicted from the shapes"),
+        Metric("state_matches_analytic", "1", "info", "the state's bytes equal the prediction"),
+        Metric("state_bytes_per_param", "B", "info", "state bytes per parameter",
+               derived=True),
+        Metric("elementwise_state_bytes_per_param", "B", "info",
+               "bytes per parameter of the state tensors shaped like their parameter",
+               derived=True),
+        Metric("weights_bytes", "B", "lower", "the weights' bytes"),
+        Metric("gradients_bytes", "B", "lower", "the gradients' bytes"),
+        Metric("activation_memory_bytes", "B", "lower",
+               "what the forward pass keeps for the backward pass"),
+        Metric("training_memory_bytes", "B", "lower",
+               "weights + gradients + state + activations", derived=True),
+        Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
+        Metric("training_peak_bytes", "B", "lower",
+               "weights + state + a training step's peak", derived=True),
+        # --compare-decay
+        Metric("weight_decay", "1", "info", "the weight decay of the comparison"),
+        Metric("steps", "1", "info", "training steps of each run"),
+        Metric("*_final_loss", "nats", "lower", "the run's loss at its last step"),
+        Metric("*_weight_norm", "1", "info", "the L2 norm of all weights at the end"),
+        Metric("*_decay_ratio_*", "x", "info",
+               "one step's decay of each weight / AdamW's -lr * wd * w (quantiles, means)"),
+    )
     case_target = "llmbench.benches.optim:run_case"
 
     def resolve(self, config: OptimConfig, hw: HardwareInfo) -> OptimConfig:

@@ -11,11 +11,12 @@ disagrees, the case says so.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
 from llmbench.core.hardware import HardwareInfo
 
 FORMATS = ("fp64", "fp32", "fp16", "bf16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
@@ -26,7 +27,9 @@ _TORCH_NAMES = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16":
 class PrecisionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    formats: list[str] = Field(default_factory=lambda: list(FORMATS), min_length=1)
+    formats: Annotated[list[str], Field(min_length=1), Opt(
+        "fp64, fp32, fp16, bf16 and the float8 types torch has.", default_text="all")] = list(
+        FORMATS)
 
     @field_validator("formats")
     @classmethod
@@ -39,7 +42,27 @@ class PrecisionConfig(BaseModel):
 
 class PrecisionBenchmark(Benchmark[PrecisionConfig]):
     name = "precision"
+    help = """Floating-point formats: bits, range, smallest normal and subnormal, epsilon, digits.
+
+    Read from torch (torch.finfo, and casts that check it), not typed in.
+    """
+    run_options = ()
+    renderer = "llmbench.report.formats:render_precision"
+    no_plot = "one row per number format: a table of exact values"
     config_type = PrecisionConfig
+    metrics = (
+        Metric("bits", "1", "info", "bits per number"),
+        Metric("sign_bits", "1", "info", "sign bits"),
+        Metric("exponent_bits", "1", "info", "exponent bits"),
+        Metric("mantissa_bits", "1", "info", "mantissa bits"),
+        Metric("max", "1", "info", "the largest finite value"),
+        Metric("smallest_normal", "1", "info", "the smallest positive normal value"),
+        Metric("smallest_subnormal", "1", "info", "the smallest positive subnormal value"),
+        Metric("eps", "1", "info", "machine epsilon: the gap between 1 and the next value"),
+        Metric("decimal_digits", "1", "info", "decimal digits of precision"),
+        Metric("storage", "", "info", "torch's name of the dtype"),
+        Metric("note", "", "info", "where torch.finfo disagrees with the casts"),
+    )
     case_target = "llmbench.benches.precision:run_case"
     isolated = False
 

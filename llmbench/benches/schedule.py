@@ -7,11 +7,13 @@ case holds the whole curve; the table shows it at chosen steps.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
+from llmbench.core.flags import LR
 from llmbench.core.hardware import HardwareInfo
 from llmbench.train.schedules import KINDS
 
@@ -19,13 +21,18 @@ from llmbench.train.schedules import KINDS
 class ScheduleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kinds: list[str] = Field(default_factory=lambda: ["cosine"], min_length=1)
-    lr: float = Field(3e-4, gt=0)
-    total: int = Field(1000, gt=0, description="training steps")
-    warmup: int = Field(100, ge=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine: floor as a share of lr")
-    num_cycles: float = Field(0.5, gt=0, description="cosine: 0.5 is one half-wave to the floor")
-    at: list[int] | None = Field(None, description="steps to tabulate; None: 11 spread + warmup")
+    kinds: Annotated[list[str], Field(min_length=1), Opt(
+        "cosine (warmup, min-lr floor), linear, constant.")] = ["cosine"]
+    lr: Annotated[float, Field(gt=0), LR] = 3e-4
+    total: Annotated[int, Field(gt=0), Opt("Training steps.")] = 1000
+    warmup: Annotated[int, Field(ge=0), Opt("Linear warm-up steps.")] = 100
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1), Opt("Cosine floor as a share of lr.")
+                            ] = 0.1
+    num_cycles: Annotated[float, Field(gt=0), Opt(
+        "Cosine half-waves / 2 (0.5: to the floor once).")] = 0.5
+    at: Annotated[list[int] | None, Opt(
+        "Steps to tabulate, e.g. 0,100,500.",
+        default_text="11 spread out, and the warmup's end")] = None
 
     @field_validator("kinds")
     @classmethod
@@ -61,7 +68,22 @@ class ScheduleConfig(BaseModel):
 
 class ScheduleBenchmark(Benchmark[ScheduleConfig]):
     name = "schedule"
+    help = """\
+    Learning-rate schedules: lr at chosen steps, a terminal chart, the whole curve in JSON.
+
+    The same formulas as Hugging Face transformers' get_cosine_with_min_lr_schedule_with_warmup,
+    get_linear_schedule_with_warmup and get_constant_schedule_with_warmup.
+    """
+    run_options = ()
+    renderer = "llmbench.report.formats:render_schedule"
+    plot = "llmbench.report.plots:schedule"
     config_type = ScheduleConfig
+    metrics = (
+        Metric("lr_curve", "1", "info", "the learning rate at every step"),
+        Metric("lr_max", "1", "info", "the largest learning rate"),
+        Metric("lr_final", "1", "info", "the learning rate at the last step"),
+        Metric("warmup_end_lr", "1", "info", "the learning rate at the warm-up's end"),
+    )
     case_target = "llmbench.benches.schedule:run_case"
     isolated = False
 

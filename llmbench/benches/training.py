@@ -3,13 +3,35 @@ knobs of their configs, device resolution, and the child-side set-up of one case
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmbench.core.flags import BATCH, LR, MODEL, SEQ, Device, Seed, flag_like
 from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.timing import TimingPolicy
+from llmbench.models.presets import PRESETS
 from llmbench.models.sizes import SIZES
+
+MODEL_PANEL = "Model and data"
+# The model, batch and seq options of every training benchmark (a benchmark restates a field
+# with these types to change its default).
+Model = Annotated[str, flag_like(MODEL, help=f"Trained here: a built-in size ({', '.join(SIZES)}).",
+                                 panel=MODEL_PANEL)]
+Batch = Annotated[int, Field(gt=0), flag_like(BATCH, help="Per step.", panel=MODEL_PANEL)]
+Seq = Annotated[int, Field(gt=1), flag_like(SEQ, panel=MODEL_PANEL)]
+
+
+def built_in_size(name: str) -> str:
+    """`name` when it is a built-in size; a ValueError saying what it is otherwise."""
+    if name in SIZES:
+        return name
+    if name in PRESETS:
+        raise ValueError(f"{name} is a published preset; this benchmark trains the built-in "
+                         f"sizes ({', '.join(SIZES)}) (`llmbench optim --model {name}` gives "
+                         "its analytic memory table)")
+    raise ValueError(f"unknown model {name!r} (built-in sizes: {', '.join(SIZES)}; presets: "
+                     f"{', '.join(PRESETS)})")
 
 
 class TrainingConfig(BaseModel):
@@ -17,20 +39,18 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field("tiny", description=f"built-in size: {', '.join(SIZES)}")
-    batch: int = Field(8, gt=0)
-    seq: int = Field(128, gt=1)
-    lr: float = Field(1e-3, gt=0)
-    device: Literal["cpu", "cuda"] | None = None
-    seed: int = 0
+    model: Model = "tiny"
+    batch: Batch = 8
+    seq: Seq = 128
+    lr: Annotated[float, Field(gt=0), flag_like(LR, panel=MODEL_PANEL)] = 1e-3
+    device: Device = None
+    seed: Seed = 0
     timing: TimingPolicy = Field(default_factory=TimingPolicy)
 
     @field_validator("model")
     @classmethod
     def _known_size(cls, v: str) -> str:
-        if v not in SIZES:
-            raise ValueError(f"unknown model size {v!r} (choose from {', '.join(SIZES)})")
-        return v
+        return built_in_size(v)
 
 
 def resolve_device(config: TrainingConfig, hw: HardwareInfo) -> str:

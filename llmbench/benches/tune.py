@@ -24,13 +24,16 @@ dry run of two configs at a tiny shape through Triton's interpreter instead.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmbench.benches.attention import AttentionBenchmark, AttentionConfig
+from llmbench.benches.attention import TILE_KEYS, AttentionBenchmark, AttentionConfig
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt, flag_of
 from llmbench.core.errors import UsageError, first_problem
+from llmbench.core.flags import BATCH, DTYPE, HEADS, SEQ, Device, flag_like
 from llmbench.core.hardware import HardwareInfo, gpu_default_dtype
 from llmbench.core.profiles import (
     AttentionTile,
@@ -49,33 +52,54 @@ DRY_RUN_CONFIGS = [(16, 16, 1, 1), (32, 16, 2, 1)]
 FORWARD = ["fwd"]
 BACKWARD = ["bwd_delta", "bwd_dkdv", "bwd_dq"]
 COMPILE_TARGET = "llmbench.benches.tune:run_compile_case"
-TILE_KEYS = ("block_m", "block_n", "num_warps", "num_stages")
+
+
+_SPACE = "Search space"
+_COMPILE = "Compile only (no GPU needed)"
 
 
 class TuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    head_dims: list[int] | None = Field(
-        None, min_length=1, description="None: 64 and 128 when timing; compile-only: the top "
-        "of each head-dim range the profile covers")
-    seq: int = Field(4096, gt=0)
-    batch: int = Field(4, gt=0)
-    heads: int = Field(16, gt=0)
-    dtype: Literal["fp32", "fp16", "bf16"] | None = Field(
-        None, description="None: bf16 where compute capability >= 8.0, else fp16")
+    head_dims: Annotated[list[int] | None, Field(min_length=1), Opt(
+        "Head dims, e.g. 64,128.", default_text="64,128 when timing; with --compile-only the "
+        "top of every head-dim range the profile covers")] = None
+    seq: Annotated[int, Field(gt=0), flag_like(SEQ, help="Of the timed shape.")] = 4096
+    batch: Annotated[int, Field(gt=0), flag_like(BATCH, help="Of the timed shape.")] = 4
+    heads: Annotated[int, Field(gt=0), flag_like(HEADS, help="Of the timed shape.")] = 16
+    dtype: Annotated[Literal["fp32", "fp16", "bf16"] | None, flag_like(
+        DTYPE, default_text="bf16 on compute capability 8.0 and newer, else fp16")] = None
     causal: bool = True
-    mode: Literal["fwd", "fwd+bwd"] | None = Field(
-        None, description="None: fwd when timing, fwd+bwd when compiling")
-    block_m: list[int] = Field(default_factory=lambda: [32, 64, 128])
-    block_n: list[int] = Field(default_factory=lambda: [32, 64, 128])
-    num_warps: list[int] = Field(default_factory=lambda: [4, 8])
-    num_stages: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
-    interpret: bool = False
-    compile_only: bool = Field(False, description="compile for GPU targets, run nothing")
-    archs: list[str] | None = Field(None, description="compile-only targets; None: every one")
-    grid: bool = Field(False, description="compile-only: the search space, not the profile's "
-                       "tiles")
-    device: Literal["cpu", "cuda"] | None = None
+    mode: Annotated[Literal["fwd", "fwd+bwd"] | None, Opt(
+        "The forward pass, or forward + backward.",
+        default_text="fwd when timing, fwd+bwd with --compile-only")] = None
+    block_m: Annotated[list[int], Opt("Values of block_m to try.", panel=_SPACE)] = [32, 64, 128]
+    block_n: Annotated[list[int], Opt("Values of block_n to try.", panel=_SPACE)] = [32, 64, 128]
+    num_warps: Annotated[list[int], Opt("Values of num_warps to try.", flag="--warps",
+                                        panel=_SPACE)] = [4, 8]
+    num_stages: Annotated[list[int], Opt("Values of num_stages to try.", flag="--stages",
+                                         panel=_SPACE)] = [1, 2, 3, 4]
+    interpret: Annotated[bool, Opt(
+        "No GPU: a functional dry run of two configs at a tiny shape through Triton's "
+        "interpreter on the CPU.", negatable=False)] = False
+    compile_only: Annotated[bool, Opt(
+        "Compile the forward and backward kernels for GPU targets with Triton's bundled "
+        "ptxas, time nothing, and report each tile's shared memory against the target's "
+        "per-block limit, its registers and stack frame. Exit 1 when a profile's tile does "
+        "not fit.", panel=_COMPILE, negatable=False)] = False
+    archs: Annotated[list[str] | None, Opt(
+        f"Targets for --compile-only: {', '.join(ARCHS)}.", flag="--arch",
+        default_text="all of them", panel=_COMPILE)] = None
+    grid: Annotated[bool, Opt(
+        "With --compile-only: compile the search space (--block-m ... --stages) for every "
+        "kernel instead of the profile's tiles; what does not fit is skipped.",
+        panel=_COMPILE, negatable=False)] = False
+    jobs: Annotated[int | None, Field(ge=1), Opt(
+        "With --compile-only: compiles at once.", short="-j",
+        default_text="the CPUs this process may use", panel=_COMPILE)] = None
+    write_profile: Annotated[Path | None, Opt(
+        "Write the winners as a profile TOML that --profile accepts.")] = None
+    device: Device = None
     timing: TimingPolicy = Field(default_factory=lambda: TimingPolicy(max_time_s=2.0))
 
     @field_validator("head_dims")
@@ -111,15 +135,13 @@ class TuneConfig(BaseModel):
 
 def check_space(config: TuneConfig) -> None:
     """Every value of the search space must make a valid tile (one-line error otherwise)."""
-    flags = {"block_m": "--block-m", "block_n": "--block-n", "num_warps": "--warps",
-             "num_stages": "--stages"}
     for bm, bn, w, s in itertools.product(config.block_m, config.block_n, config.num_warps,
                                           config.num_stages):
         try:
             AttentionTile(head_dim=(1, 256), block_m=bm, block_n=bn, num_warps=w, num_stages=s)
         except ValueError as exc:
             loc, msg = first_problem(exc)
-            raise UsageError(f"{flags[str(loc[0])]}: {msg}") from None
+            raise UsageError(f"{flag_of(TuneConfig, str(loc[0]))}: {msg}") from None
 
 
 def backward_tiles(tile: AttentionTile) -> tuple[dict[str, int], dict[str, int]]:
@@ -129,19 +151,75 @@ def backward_tiles(tile: AttentionTile) -> tuple[dict[str, int], dict[str, int]]
     return tiles.dkdv.launch(), tiles.dq.launch()
 
 
+# What a timed tuning case reports: the attention case's figures (its target is attention's).
+_ATTENTION_CASE_METRICS = (
+    "throughput_tflops", "peak_memory_bytes", "predicted_memory_bytes", "input_memory_bytes",
+    "max_abs_error", "grad_max_abs_error", "error_rows_checked", "grad_check_seq",
+    "flops_per_call", "launched_tile")
+
+
 def _tile_label(tile: dict[str, int]) -> str:
     return "bm={block_m}/bn={block_n}/w={num_warps}/s={num_stages}".format(**tile)
 
 
 class TuneBenchmark(Benchmark[TuneConfig]):
     name = "tune"
+    command = ("tune", "attention")
+    group_help = "Tune kernels for this device and write a profile."
+    help = """Time llmbench's Triton attention over block sizes, warps and stages; keep the best.
+
+    Every config is first compiled for this GPU: one whose shared memory or registers exceed
+    what the GPU gives a block is recorded as unavailable, with the figure, and not run. The
+    table shows each config's TFLOP/s and share of the best; --write-profile writes the winners
+    per head dim into a profile TOML (the selected profile with its forward tiles replaced).
+
+    --compile-only needs no GPU: it compiles each kernel for each target and says which tiles
+    fit (the profile in force gives the tiles for its own target, each target's shipped
+    profile the rest).
+    """
+    run_options = ("max_time", "profile", "timeout")
+    renderer = "llmbench.report.tune:render"
+    no_plot = "one row per tile: the table ranks them"
+
+    def jobs(self, config: TuneConfig) -> int | None:
+        if not config.compile_only:
+            return None
+        from llmbench.core.parallel import default_jobs
+
+        return config.jobs or default_jobs()
+
+    def finish(self, config: TuneConfig, document: Any) -> str | None:
+        if config.write_profile is None:
+            return None
+        from llmbench.core.profiles import load_profile, shipped_profiles
+
+        source = document.env.profile_source
+        base = (load_profile(source) if source
+                else shipped_profiles()[document.summary["base_profile"]])
+        write_tuned_profile(tuned_profile_toml(base, document.summary["winners"]),
+                            str(config.write_profile))
+        return f"wrote {config.write_profile}: use it with --profile {config.write_profile}"
     config_type = TuneConfig
+    metrics = (
+        *(m for m in AttentionBenchmark.metrics if m.name in _ATTENTION_CASE_METRICS),
+        Metric("of_best_pct", "%", "higher", "TFLOP/s as a share of the best at its head dim",
+               derived=True),
+        # --compile-only
+        Metric("shared_memory_bytes", "B", "lower", "shared memory the compiled kernel needs"),
+        Metric("shared_memory_limit_bytes", "B", "info", "shared memory the target gives a block"),
+        Metric("registers", "1", "info", "registers per thread of the compiled kernel"),
+        Metric("stack_frame_bytes", "B", "lower", "the compiled kernel's stack frame"),
+        Metric("ptxas_release", "", "info", "the ptxas that compiled it"),
+    )
     case_target = "llmbench.benches.attention:run_case"
 
     def resolve(self, config: TuneConfig, hw: HardwareInfo) -> TuneConfig:
         check_space(config)
         device = config.device or hw.device
         if config.compile_only:
+            if config.write_profile is not None:
+                raise UsageError("--write-profile writes timed winners; --compile-only times "
+                                 "nothing")
             if config.interpret:
                 raise UsageError("--compile-only compiles for GPU targets and --interpret runs "
                                  "on the CPU: choose one")

@@ -20,16 +20,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from llmbench.benches import metric_of
 from llmbench.ci.stats import mann_whitney_p, smallest_p
+from llmbench.core.declare import Metric
 from llmbench.core.errors import UsageError
-from llmbench.core.results import (
-    ResultDocument,
-    ResultsError,
-    is_derived,
-    load_document,
-    metric_direction,
-    metric_family,
-)
+from llmbench.core.results import ResultDocument, ResultsError, load_document
 from llmbench.core.timing import TimeStats
 
 Verdict = Literal["regression", "improvement", "unchanged", "within-threshold", "not-significant"]
@@ -89,6 +84,9 @@ class Comparison(BaseModel):
     throttled: list[str] = Field(
         default_factory=list, description="'base: LABEL: CASE' or 'new: ...' per case that ran "
         "ok on a throttling GPU")
+    undeclared: dict[str, None] = Field(
+        default_factory=dict, description="'BENCHMARK.METRIC' of metrics in both documents "
+        "that this llmbench does not declare (from another version): not compared")
     threshold: float
     alpha: float
 
@@ -169,11 +167,13 @@ def _value(metric: Any) -> tuple[float, list[float] | None] | None:
 
 
 def compare_metric(label: str, case: str, name: str, base: Any, new: Any, *, threshold: float,
-                   alpha: float) -> MetricComparison | None:
-    direction = metric_direction(name)
+                   alpha: float, declared: Metric | None) -> MetricComparison | None:
+    """Judge one metric by its declaration: only measurements with a direction (declared
+    `lower` or `higher`, not derived) are compared."""
     b, n = _value(base), _value(new)
-    if direction is None or is_derived(name) or b is None or n is None:
+    if declared is None or not declared.gated or b is None or n is None:
         return None
+    direction = declared.better
     (bv, bs), (nv, ns) = b, n
     if bv == nv:
         change = 0.0
@@ -252,10 +252,15 @@ def compare(base: Side, new: Side, *, threshold: float = 0.05, alpha: float = 0.
             for metric in bc.metrics:
                 if metric not in nc.metrics:
                     continue
-                limit = overrides.get(metric, overrides.get(metric_family(metric) or "",
-                                                            threshold))
+                declared = metric_of(ndoc.benchmark, metric)
+                if declared is None:
+                    out.undeclared[f"{ndoc.benchmark}.{metric}"] = None
+                    continue
+                family = declared.threshold_family or ""
+                limit = overrides.get(metric, overrides.get(family, threshold))
                 row = compare_metric(label, name, metric, bc.metrics[metric],
-                                     nc.metrics[metric], threshold=limit, alpha=alpha)
+                                     nc.metrics[metric], threshold=limit, alpha=alpha,
+                                     declared=declared)
                 if row is not None:
                     out.metrics.append(row)
     return out

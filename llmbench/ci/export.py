@@ -2,28 +2,17 @@
 
 benchmark-action/github-action-benchmark's "customSmallerIsBetter" and "customBiggerIsBetter"
 tools read a JSON list of {name, unit, value, range, extra}; llmbench writes one of each, from
-every metric whose name says its direction.
+every metric its benchmark declares with a direction (derived ones included: a chart of
+tokens/s is what people look at), with the declared unit.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from llmbench.benches import metric_of
 from llmbench.ci.compare import Side, _value
-from llmbench.core.results import metric_direction
 from llmbench.core.timing import TimeStats
-
-UNITS = (("_rel_error", "fraction"), ("_per_s", "per s"), ("_ms", "ms"), ("_s", "s"),
-         ("_bytes", "bytes"), ("_tflops", "TFLOP/s"), ("_x", "x"), ("_pct", "%"),
-         ("_error", "abs error"),
-         ("accuracy", "fraction"), ("accuracies", "fraction"), ("loss", "nats"))
-
-
-def unit_of(metric: str) -> str:
-    for suffix, unit in UNITS:
-        if metric.endswith(suffix):
-            return unit
-    return ""
 
 
 def github_action_benchmark(side: Side) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -35,12 +24,13 @@ def github_action_benchmark(side: Side) -> tuple[list[dict[str, Any]], list[dict
             if not case.ok:
                 continue
             for metric, raw in case.metrics.items():
-                direction = metric_direction(metric)
+                declared = metric_of(doc.benchmark, metric)
                 value = _value(raw)
-                if direction is None or value is None:
+                if declared is None or declared.better == "info" or value is None:
                     continue
+                direction = declared.better
                 entry: dict[str, Any] = {"name": f"{label}/{case.name}/{metric}",
-                                         "unit": unit_of(metric), "value": value[0]}
+                                         "unit": declared.unit, "value": value[0]}
                 if isinstance(raw, TimeStats):
                     entry["range"] = f"± {raw.iqr:.4g}"
                     entry["extra"] = (f"median of {raw.n} samples; p10 {raw.p10:.4g}, p90 "

@@ -59,9 +59,10 @@ class SuiteEntry(BaseModel):
     def _known(cls, v: str) -> str:
         from llmbench import benches
 
-        if v not in benches.names():
+        commands = sorted({b.words()[0] for b in benches.classes()})
+        if v not in commands:
             raise ValueError(f"unknown benchmark command {v!r} (choose from "
-                             f"{', '.join(benches.names())})")
+                             f"{', '.join(commands)})")
         return v
 
     @field_validator("args")

@@ -8,18 +8,12 @@ from typing import Annotated
 
 import typer
 
-from llmbench import __version__
-from llmbench.cli.align import align
-from llmbench.cli.attention import attention
+from llmbench import __version__, benches
 from llmbench.cli.ci import compare, export, report, run
 from llmbench.cli.click_errors import ClickException
-from llmbench.cli.dist import comm, ddp
+from llmbench.cli.commands import register
 from llmbench.cli.env import env
-from llmbench.cli.formats import precision, schedule
-from llmbench.cli.kvcache import kvcache
 from llmbench.cli.schema import schema
-from llmbench.cli.training import accum, amp, checkpoint, optim
-from llmbench.cli.tune import tune_app
 from llmbench.core.errors import RunFailed, UsageError
 
 app = typer.Typer(
@@ -53,18 +47,7 @@ def _root(
 
 
 app.command(name="env")(env)
-app.command(name="attention")(attention)
-app.command(name="kvcache")(kvcache)
-app.command(name="amp")(amp)
-app.command(name="checkpoint")(checkpoint)
-app.command(name="optim")(optim)
-app.command(name="accum")(accum)
-app.command(name="align")(align)
-app.command(name="precision")(precision)
-app.command(name="schedule")(schedule)
-app.add_typer(tune_app, name="tune")
-app.command(name="comm")(comm)
-app.command(name="ddp")(ddp)
+register(app, benches.classes())  # one command per benchmark, from its declaration
 app.command(name="run")(run)
 app.command(name="compare")(compare)
 app.command(name="export")(export)

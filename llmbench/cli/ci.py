@@ -9,13 +9,14 @@ from typing import Annotated, Literal
 
 import typer
 
-from llmbench.cli.common import FailOnOption, stderr, stdout
+from llmbench.cli.common import FailOnOption, QuietOption, stderr, stdout
 
 
 def run(
     suite: Annotated[Path, typer.Argument(help="A suite TOML file (see suites/).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the results and index.")],
     fail_on: FailOnOption = "error",
+    quiet: QuietOption = False,
 ) -> None:
     """Run a suite of benchmarks: one results file per entry and an index, in --out.
 
@@ -27,6 +28,7 @@ def run(
 
     parsed = load_suite(suite)
     err = stderr()
+    err.quiet = quiet
     total = len(parsed.bench)
     err.print(f"suite {parsed.name}: {total} benchmark(s) -> {out}", highlight=False)
 
@@ -57,13 +59,17 @@ def compare(
     alpha: Annotated[float, typer.Option(
         help="Significance level of the Mann-Whitney U test on raw samples.", min=1e-9,
         max=0.5)] = 0.01,
+    fmt: Annotated[Literal["table", "json", "markdown"], typer.Option(
+        "--format", help="table: rich table; json: the comparison as JSON; markdown: "
+        "pull-request markdown.")] = "table",
     markdown: Annotated[bool, typer.Option(
-        "--markdown", help="Print pull-request markdown instead of the table.")] = False,
+        "--markdown", hidden=True, help="Old spelling of --format markdown.")] = False,
     junit: Annotated[Path | None, typer.Option(
         help="Also write JUnit XML (one testcase per compared metric) to this file.",
         dir_okay=False)] = None,
     show_all: Annotated[bool, typer.Option(
         "--all", help="List every compared metric, not only those that moved.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Compare two runs: exit 0 without regression, 1 with one, 2 on bad input.
 
@@ -79,8 +85,11 @@ def compare(
     base_side, new_side = load_side(base), load_side(new)
     limit = parse_threshold(threshold) if threshold is not None else _suite_threshold(new)
     result = run_compare(base_side, new_side, threshold=limit, alpha=alpha)
-    if markdown:
+    fmt = "markdown" if markdown else fmt
+    if fmt == "markdown":
         sys.stdout.write(out.markdown(result, everything=show_all))
+    elif fmt == "json":
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
         out.render(result, stdout(), everything=show_all)
     if junit is not None:
@@ -104,6 +113,7 @@ def export(
     fmt: Annotated[Literal["github-action-benchmark"], typer.Option(
         "--format", help="github-action-benchmark: customSmallerIsBetter and "
         "customBiggerIsBetter JSON files.")] = "github-action-benchmark",
+    quiet: QuietOption = False,
 ) -> None:
     """Export results for other tools: benchmark-action/github-action-benchmark's files."""
     from llmbench.ci.compare import load_side
@@ -114,8 +124,9 @@ def export(
     for name, entries in (("smaller-is-better.json", smaller),
                           ("bigger-is-better.json", bigger)):
         write_atomic(json.dumps(entries, indent=2) + "\n", out / name)
-    stderr().print(f"wrote {len(smaller)} smaller-is-better and {len(bigger)} bigger-is-better "
-                   f"entries to {out}", highlight=False)
+    if not quiet:
+        stderr().print(f"wrote {len(smaller)} smaller-is-better and {len(bigger)} "
+                       f"bigger-is-better entries to {out}", highlight=False)
 
 
 def report(
@@ -125,6 +136,7 @@ def report(
     png: Annotated[Path | None, typer.Option(
         help="Write the plots as PNG files into this directory.", file_okay=False)] = None,
     title: Annotated[str, typer.Option(help="The page title.")] = "llmbench report",
+    quiet: QuietOption = False,
 ) -> None:
     """A self-contained HTML page of a run: every table, and plots (with the plot extra)."""
     from llmbench.ci.compare import load_side
@@ -136,6 +148,7 @@ def report(
         raise UsageError("give --html PATH and/or --png DIR")
     page, images, hint = build(load_side(results), title=title)
     err = stderr()
+    err.quiet = quiet
     if hint:
         err.print(hint, highlight=False)
     if html_path is not None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,6 +12,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
+from llmbench.core.declare import flag_of
 from llmbench.core.errors import UsageError, first_problem
 
 OutputFormat = Literal["table", "json"]
@@ -24,13 +24,15 @@ FormatOption = Annotated[OutputFormat, typer.Option(
     "--format", help="table: rich table on stdout; json: the results document on stdout.",
     rich_help_panel="Output")]
 QuietOption = Annotated[bool, typer.Option(
-    "--quiet", "-q", help="No progress on stderr.", rich_help_panel="Output")]
+    "--quiet", "-q", help="Nothing on stderr but errors: no progress, no notes.",
+    rich_help_panel="Output")]
 ProfileOption = Annotated[str | None, typer.Option(
     "--profile", help="Profile name (cpu, sm80, ...) or path to a profile TOML; "
     "default: picked for the detected device.", rich_help_panel="Run")]
 TimeoutOption = Annotated[float, typer.Option(
-    "--timeout", help="Seconds a case may run before it is killed and recorded as an error.",
-    rich_help_panel="Run", min=0.1)]
+    "--timeout", help="Seconds a case may go without finishing (in a process group: without "
+    "any rank reaching its next phase) before it is stopped and recorded as an error; a hung "
+    "group's report names the rank and where it waits.", rich_help_panel="Run", min=0.1)]
 IsolateOption = Annotated[bool, typer.Option(
     "--isolate/--no-isolate", help="Run each case in its own process (crash, OOM and "
     "time-out safe). --no-isolate is faster to start, for debugging.", rich_help_panel="Run")]
@@ -40,15 +42,6 @@ FailOnOption = Annotated[FailOn, typer.Option(
     "--fail-on", help="Exit 1 when a case ends in: error (an exception, a crash, a time-out); "
     "oom (out of memory too); never (record without failing). Bad input is always 2, Ctrl-C "
     "130.", rich_help_panel="Output")]
-MaxTimeOption = Annotated[float, typer.Option(
-    "--max-time", help="Stop measuring a case after this many seconds of samples.",
-    rich_help_panel="Run", min=0.01)]
-
-# Config field -> the flag a user typed, for error messages.
-_FLAG_NAMES = {"seqs": "--seq", "impls": "--impl", "config_path": "--config",
-               "memory_bytes": "--memory", "kinds": "--kinds", "num_warps": "--warps",
-               "num_stages": "--stages", "archs": "--arch", "compile_only": "--compile-only"}
-
 
 def stdout() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -65,15 +58,8 @@ def build_config(config_type: type[BaseModel], /, **values: Any) -> BaseModel:
     except ValidationError as exc:
         loc, msg = first_problem(exc)
         field = next((str(p) for p in loc if isinstance(p, str)), "")
-        flag = _FLAG_NAMES.get(field, "--" + field.replace("_", "-")) if field else "config"
+        flag = flag_of(config_type, field) if field else "config"
         raise UsageError(f"{flag}: {msg}") from None
-
-
-def split_list(values: list[str] | None) -> list[str] | None:
-    """['a,b', 'c'] -> ['a', 'b', 'c']; None stays None."""
-    if not values:
-        return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
 class ConsoleProgress:
@@ -144,73 +130,64 @@ class ConsoleProgress:
             self._progress = None
 
 
-_VALIDATE_ONLY: ContextVar[bool] = ContextVar("llmbench_validate_only", default=False)
+@dataclass
+class _Measured:
+    document: Any
+    interrupted: bool = False
+    failure: str | None = None  # a process group that failed as a whole
+    log_path: Path | None = None
 
 
-@contextlib.contextmanager
-def validate_only() -> Iterator[None]:
-    """Within the block, benchmark commands check their flags and config against this machine
-    (through the benchmark's own resolve) and return without running (`llmbench run` uses it
-    to reject a bad suite before anything runs)."""
-    token = _VALIDATE_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _VALIDATE_ONLY.reset(token)
+def _measure(bench: Any, config: BaseModel, options: Any, progress: ConsoleProgress,
+             jobs: int | None) -> _Measured | None:
+    """Run the cases: on a process group's ranks (None on a rank that does not report), or
+    here, one isolated process per case (`jobs` of them at once for cases that time
+    nothing); Ctrl-C keeps the finished cases."""
+    from llmbench.core.runner import Interrupted, run_benchmark
 
-
-def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
-                 fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
-                 isolate: bool, distributed: bool = False, jobs: int | None = None,
-                 after: Callable[[Any], None] | None = None, fail_on: FailOn = "error") -> None:
-    """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130;
-    when a case ended in `error`, exit 1 after writing everything. `after(document)` runs once
-    the results are out, before that exit (a command's further use of them).
-
-    `distributed`: the cases run on the ranks of a process group (`llmbench.dist`); under an
-    existing launch only rank 0 writes and prints, and a group that failed exits 1 after the
-    finished cases are written. `jobs`: run that many isolated cases at once (for cases that
-    time nothing, such as compiling)."""
-    from llmbench import benches, report
-    from llmbench.core.results import write_document
-    from llmbench.core.runner import Interrupted, RunOptions, run_benchmark
-
-    options = RunOptions(profile=profile, timeout_s=timeout, isolate=isolate)
-    if _VALIDATE_ONLY.get():
-        from llmbench.core import hardware
-        from llmbench.core.profiles import select_profile
-
-        bench = benches.get(bench_name)
-        hw = hardware.detect()
-        resolved = bench.resolve(config, hw)
-        select_profile(hw, profile, bench.device_of(resolved, hw))
-        return
-    err = stderr()
-    if json_path is not None and json_path.is_dir():
-        raise UsageError(f"--json {json_path}: is a directory; give a file name")
-    interrupted, failure, log_path = False, None, None
-    if distributed:
+    if bench.distributed:
         from llmbench.dist.run import run_distributed
 
-        result = run_distributed(benches.get(bench_name), config, options=options,
-                                 progress=ConsoleProgress(err, quiet=quiet))
+        result = run_distributed(bench, config, options=options, progress=progress)
         if not result.is_main:  # rank 0 writes and reports; a failed group exits 1 everywhere
             if result.failure is not None:
                 raise typer.Exit(1)
             return None
-        doc, interrupted = result.document, result.interrupted
-        failure, log_path = result.failure, result.log_path
-    else:
-        executor = None
-        if jobs is not None:
-            from llmbench.core.parallel import parallel_executor
+        return _Measured(result.document, result.interrupted, result.failure, result.log_path)
+    executor = None
+    if jobs is not None:
+        from llmbench.core.parallel import parallel_executor
 
-            executor = parallel_executor(jobs, timeout)
-        try:
-            doc = run_benchmark(benches.get(bench_name), config, options=options,
-                                progress=ConsoleProgress(err, quiet=quiet), executor=executor)
-        except Interrupted as exc:
-            doc, interrupted = exc.document, True
+        executor = parallel_executor(jobs, options.timeout_s)
+    try:
+        return _Measured(run_benchmark(bench, config, options=options, progress=progress,
+                                       executor=executor))
+    except Interrupted as exc:
+        return _Measured(exc.document, interrupted=True)
+
+
+def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
+                 fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
+                 isolate: bool, jobs: int | None = None,
+                 after: Callable[[Any], None] | None = None, fail_on: FailOn = "error") -> None:
+    """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130;
+    when a case ended in what --fail-on names, exit 1 after writing everything.
+    `after(document)` runs once the results are out, before that exit. A process group
+    (`bench.distributed`) that failed as a whole exits 1 after the finished cases are written;
+    under a launch of the user's own only rank 0 writes and prints."""
+    from llmbench import report
+    from llmbench.core.results import write_document
+    from llmbench.core.runner import RunOptions
+
+    if json_path is not None and json_path.is_dir():
+        raise UsageError(f"--json {json_path}: is a directory; give a file name")
+    err = stderr()
+    measured = _measure(bench, config, RunOptions(profile=profile, timeout_s=timeout,
+                                                  isolate=isolate),
+                        ConsoleProgress(err, quiet=quiet), jobs)
+    if measured is None:
+        return
+    doc = measured.document
     if json_path is not None:
         write_document(doc, json_path)
     if fmt == "json":
@@ -219,16 +196,20 @@ def run_and_emit(bench_name: str, config: BaseModel, *, json_path: Path | None,
         report.render(doc, stdout())
     if json_path is not None and not quiet:
         err.print(f"results written to {json_path}", highlight=False)
-    if interrupted:
+    if measured.interrupted:
         err.print(f"interrupted: {len(doc.cases)} finished case(s) kept", highlight=False)
         raise typer.Exit(130)
-    if failure is not None:
-        sys.stderr.write(f"llmbench: error: {failure}\n")
-        if log_path is not None:
-            sys.stderr.write(f"llmbench: torchrun's output is kept in {log_path}\n")
+    if measured.failure is not None:
+        sys.stderr.write(f"llmbench: error: {measured.failure}\n")
+        if measured.log_path is not None:
+            sys.stderr.write(f"llmbench: torchrun's output is kept in {measured.log_path}\n")
         raise typer.Exit(0 if fail_on == "never" else 1)
     if after is not None:
         after(doc)
+    _exit_for_cases(doc, fail_on)
+
+
+def _exit_for_cases(doc: Any, fail_on: FailOn) -> None:
     failed = [c for c in doc.cases if c.status in FAILING[fail_on]]
     if failed:
         ended = " or ".join(FAILING[fail_on])

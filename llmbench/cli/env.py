@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from llmbench.cli.common import FormatOption, JsonOption, ProfileOption, stdout
+from llmbench.cli.common import FormatOption, JsonOption, ProfileOption, QuietOption, stdout
 
 
 def env(
@@ -22,6 +22,7 @@ def env(
     profile: ProfileOption = None,
     json_path: JsonOption = None,
     fmt: FormatOption = "table",
+    quiet: QuietOption = False,  # noqa: ARG001 - env writes nothing on stderr; accepted alike
 ) -> None:
     """What llmbench sees here: device, versions, profile, peak, tiles, attention implementations.
 

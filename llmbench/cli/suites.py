@@ -32,8 +32,7 @@ def load_suite(path: str | Path, *, check_invocations: bool = True) -> Suite:
 
 def invoke(args: list[str]) -> int:
     """Run the llmbench command line in this process, its stdout discarded. The process
-    environment is restored afterwards: what one entry sets for its own cases (such as
-    TRITON_INTERPRET=1 for --interpret) must not reach the entries after it."""
+    environment is restored afterwards, in case anything a case needed leaked into it."""
     import typer
 
     from llmbench.cli.app import app
@@ -50,14 +49,13 @@ def invoke(args: list[str]) -> int:
 
 
 def _validate_invocations(suite: Suite, path: Path, text: str) -> None:
-    """Parse and resolve every entry through the real CLI without running anything."""
+    """Parse and resolve every entry from the benchmarks' declarations, running nothing."""
     from llmbench.cli.click_errors import ClickException
-    from llmbench.cli.common import validate_only
+    from llmbench.cli.commands import check
 
     for i, entry in enumerate(suite.bench):
         try:
-            with validate_only():
-                invoke([entry.command, *entry.args])
+            check([entry.command, *entry.args])
         except UsageError as exc:
             problem = str(exc)
         except ClickException as exc:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from llmbench.core.declare import COMMON, Metric, PlotSpec, find
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.profiles import Profile
 from llmbench.core.results import CaseResult
@@ -39,9 +40,39 @@ class PlanContext:
     device: str
 
 
+# Shared groups of run options a benchmark's command offers (cli.options defines them once).
+RUN_OPTIONS = ("max_time", "profile", "timeout", "isolate")
+
+
 class Benchmark(ABC, Generic[C]):
+    """One benchmark, declared once: the registry (`llmbench.benches`) finds every subclass
+    with a `name` in the modules of `llmbench.benches`; the command line, suite validation,
+    the renderer, the plot and `compare` all read this declaration.
+
+    `help` is the command's help: a one-line summary, a blank line, then what a user should
+    know. The command's options are the config's fields that carry an `Opt`, then the shared
+    `run_options` (--max-time for configs with a `timing` field, --profile, --timeout,
+    --isolate) and the output options every command has (--json, --format, -q, --fail-on).
+    """
+
     name: ClassVar[str]
+    help: ClassVar[str]
     config_type: ClassVar[type[BaseModel]]
+    # The command's words when they are not just the name ("tune attention").
+    command: ClassVar[tuple[str, ...]] = ()
+    group_help: ClassVar[str] = ""  # the help of the first word's group, for such commands
+    run_options: ClassVar[tuple[str, ...]] = RUN_OPTIONS
+    # What the cases report (core.declare.COMMON adds time_ms and the GPU's state).
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    # "package.module:function" rendering a document as tables, (doc, console) -> None; None:
+    # the generic table of params and declared metrics (llmbench.report.generic).
+    renderer: ClassVar[str | None] = None
+    # A plot: "module:function" (doc -> [(title, png)]), a PlotSpec, or None with `no_plot`
+    # saying why there is nothing to draw.
+    plot: ClassVar[str | PlotSpec | None] = None
+    no_plot: ClassVar[str | None] = None
+    # True: the cases run on the ranks of a process group (llmbench.dist).
+    distributed: ClassVar[bool] = False
     # "package.module:function" that runs one case in the (isolated) child. It receives
     # {"params": ..., **run_args} and returns the case's metrics as a dict.
     case_target: ClassVar[str]
@@ -64,3 +95,21 @@ class Benchmark(ABC, Generic[C]):
                   ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
         """Figures derived across cases: per-case comparisons and a document-level summary."""
         return cases, {}
+
+    def jobs(self, config: C) -> int | None:
+        """Isolated cases to run at once (for cases that time nothing); None: one by one."""
+        return None
+
+    def finish(self, config: C, document: Any) -> str | None:
+        """Runs once the results are written and shown (a command's further use of them, such
+        as tune's --write-profile); returns a line for the user, or None."""
+        return None
+
+    @classmethod
+    def words(cls) -> tuple[str, ...]:
+        return cls.command or (cls.name,)
+
+    @classmethod
+    def metric(cls, name: str) -> Metric | None:
+        """The declaration of metric `name` (the benchmark's own, then the common ones)."""
+        return find((*cls.metrics, *COMMON), name)

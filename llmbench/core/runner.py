@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -122,6 +123,24 @@ def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
     return _result(plan, outcome)
 
 
+# Set to 1 (the test suite does) to turn a metric a benchmark reports without declaring it
+# into an error of its case: a metric `compare` cannot judge is caught where it is added.
+STRICT_METRICS = "LLMBENCH_STRICT_METRICS"
+
+
+def undeclared_metrics(bench: Benchmark, case: CaseResult) -> list[str]:
+    return [name for name in case.metrics if bench.metric(name) is None]
+
+
+def _declared_only(bench: Benchmark, case: CaseResult) -> CaseResult:
+    names = undeclared_metrics(bench, case)
+    if not names or case.status != "ok":
+        return case
+    return case.model_copy(update={
+        "status": "error", "reason": f"undeclared metric(s) {', '.join(names)}: declare them "
+        f"in {type(bench).__name__}.metrics"})
+
+
 def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | None = None,
                   progress: Progress | None = None, hw: HardwareInfo | None = None,
                   executor: ExecutorFactory | None = None) -> ResultDocument:
@@ -141,6 +160,8 @@ def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | 
 
     def document(cases: list[CaseResult]) -> ResultDocument:
         cases, summary = bench.summarize(config, cases, ctx)
+        if os.environ.get(STRICT_METRICS) == "1":
+            cases = [_declared_only(bench, c) for c in cases]
         return ResultDocument(tool=ToolInfo(version=__version__), benchmark=bench.name,
                               env=env, config=config.model_dump(mode="json"), cases=cases,
                               summary=summary)

@@ -122,6 +122,11 @@ def parse_int_list(texts: list[str], *, what: str) -> list[int]:
     return sorted(set(values))
 
 
+def parse_int(text: str, what: str) -> int:
+    """'42' -> 42; a UsageError naming `what` otherwise."""
+    return _int(text, what)
+
+
 def _int(text: str, what: str) -> int:
     try:
         return int(text.strip())

@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 
 from llmbench.core.results import ResultDocument
 
-_RENDERERS = {
-    "attention": "llmbench.report.attention:render",
-    "kvcache": "llmbench.report.kvcache:render",
-    "amp": "llmbench.report.training:render_amp",
-    "checkpoint": "llmbench.report.training:render_checkpoint",
-    "optim": "llmbench.report.training:render_optim",
-    "accum": "llmbench.report.training:render_accum",
-    "align": "llmbench.report.align:render",
-    "precision": "llmbench.report.formats:render_precision",
-    "tune": "llmbench.report.tune:render",
-    "schedule": "llmbench.report.formats:render_schedule",
-    "comm": "llmbench.report.dist:render_comm",
-    "ddp": "llmbench.report.dist:render_ddp",
-}
+GENERIC = "llmbench.report.generic:render"
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """"module:function" -> the function."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def renderer_of(benchmark: str) -> Callable[[ResultDocument, Console], None]:
+    """The function that renders `benchmark`'s documents: its declared renderer, or the
+    generic table."""
+    from llmbench import benches
+
+    bench = benches.declaration(benchmark)
+    return resolve((bench.renderer if bench else None) or GENERIC)
 
 
 def render(doc: ResultDocument, console: Console) -> None:
-    """Print `doc` as the table its benchmark defines."""
-    module, _, attr = _RENDERERS[doc.benchmark].partition(":")
-    getattr(importlib.import_module(module), attr)(doc, console)
+    """Print `doc` as the table its benchmark declares."""
+    renderer_of(doc.benchmark)(doc, console)

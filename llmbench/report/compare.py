@@ -66,6 +66,9 @@ def render(c: Comparison, console: Console, *, everything: bool = False) -> None
                                                                   c.only_new)):
         if items:
             console.print(f"[yellow]{label}:[/] {', '.join(items)}", highlight=False)
+    if c.undeclared:
+        console.print(f"[dim]not compared (not declared by this llmbench): "
+                      f"{', '.join(c.undeclared)}[/]", highlight=False)
     for w in c.env_warnings:
         console.print(f"[yellow]environment differs:[/] {w}", highlight=False)
     if c.throttled:
@@ -92,6 +95,9 @@ def markdown(c: Comparison, *, everything: bool = False) -> str:
                                                                   c.only_new)):
         if items:
             lines.append(f"- {label}: " + ", ".join(f"`{i}`" for i in items))
+    if c.undeclared:
+        lines.append("- Not compared (not declared by this llmbench): "
+                     + ", ".join(f"`{i}`" for i in c.undeclared))
     if c.throttled:
         lines.append("- :warning: GPU throttled during: " + ", ".join(f"`{t}`"
                                                                    for t in c.throttled))

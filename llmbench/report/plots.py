@@ -212,18 +212,25 @@ def comm(doc: ResultDocument) -> list[Figure]:
     return [("comm: time and bus bandwidth vs message size (log-log)", _png(fig))]
 
 
-PLOTTERS: dict[str, Callable[[ResultDocument], list[Figure]]] = {
-    "attention": attention, "kvcache": kvcache, "optim": optim, "checkpoint": checkpoint,
-    "align": align, "amp": amp, "accum": accum, "schedule": schedule, "comm": comm,
-}
-# Benchmarks whose table says it all, and why (every benchmark is in one of the two).
-NO_PLOT = {
-    "precision": "one row per number format: a table of exact values",
-    "tune": "one row per tile: the table ranks them",
-    "ddp": "two strategies and a ZeRO table: nothing to draw a line through",
-}
+def plotter_of(benchmark: str) -> Callable[[ResultDocument], list[Figure]] | None:
+    """What draws `benchmark`'s documents, from its declaration: its plot function, the
+    generic plot of its PlotSpec, or None (it declares `no_plot` and why)."""
+    from llmbench import benches
+    from llmbench.core.declare import PlotSpec
+
+    bench = benches.declaration(benchmark)
+    spec = bench.plot if bench else None
+    if isinstance(spec, PlotSpec):
+        from llmbench.report.generic import plot
+
+        return lambda doc: plot(doc, spec)
+    if isinstance(spec, str):
+        from llmbench.report import resolve
+
+        return resolve(spec)
+    return None
 
 
 def figures(doc: ResultDocument) -> list[Figure]:
-    plotter = PLOTTERS.get(doc.benchmark)
+    plotter = plotter_of(doc.benchmark)
     return plotter(doc) if plotter else []

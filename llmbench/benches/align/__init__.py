@@ -9,12 +9,15 @@ satisfaction of sampled generations, before and after), with the whole metric hi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmbench.benches.training import built_in_size
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import Metric, Opt
 from llmbench.core.errors import UsageError
+from llmbench.core.flags import BATCH, LR, MODEL, Device, Seed, flag_like
 from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.results import CaseResult
 from llmbench.models.sizes import SIZES
@@ -27,45 +30,100 @@ DEFAULTS: dict[str, tuple[int, int, float]] = {
     "orpo": (200, 16, 5e-4), "ppo": (60, 32, 3e-4), "rlhf": (60, 32, 3e-4)}
 
 
+_DATA = "Data and model"
+_PREF = "DPO / ORPO"
+_PPO = "PPO / RLHF"
+
+
 class AlignConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Method
-    task: Literal["even", "sorted", "reverse"] = "even"
-    data: str | None = Field(None, description="a JSONL file of prompt/chosen/rejected records")
-    model: str = "tiny"
-    steps: int | None = Field(None, gt=0, description="None: the method's default")
-    batch: int | None = Field(None, gt=0)
-    lr: float | None = Field(None, gt=0)
-    beta: float = Field(0.1, gt=0, description="DPO's beta, ORPO's lambda")
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
-    rpo_alpha: float = Field(0.0, ge=0, description="DPO: weight of an NLL term on chosen "
-                             "responses (RPO, TRL's rpo_alpha); 0 is plain DPO")
-    precompute_ref: bool = False
-    reward_model: bool = Field(False, description="ppo: score with a learned reward model")
-    temperature: float = Field(0.7, gt=0, description="sampling temperature (TRL's default)")
-    kl_coef: float = Field(0.05, ge=0)
-    kl_estimator: Literal["k1", "k3"] = "k1"
-    ppo_epochs: int = Field(4, gt=0)
-    sft_steps: int = Field(300, gt=0, description="steps of the reference's SFT stage")
+    method: Annotated[Method, Opt("sft | rm | dpo | orpo | ppo | rlhf", argument=True)]
+    task: Annotated[Literal["even", "sorted", "reverse"], Opt(
+        "The synthetic preference task: responses of only even digits / the prompt's digits "
+        "sorted / the prompt reversed.", panel=_DATA)] = "even"
+    data: Annotated[str | None, Opt(
+        "A JSONL file of {prompt, chosen, rejected} text records instead of the task.",
+        panel=_DATA)] = None
+    model: Annotated[str, flag_like(MODEL, help=f"Trained here: a built-in size "
+                                    f"({', '.join(SIZES)}).", panel=_DATA)] = "tiny"
+    sft_steps: Annotated[int, Field(gt=0), Opt(
+        "Steps of the reference policy's SFT stage (cached).", panel=_DATA)] = 300
+    steps: Annotated[int | None, Field(gt=0), Opt(
+        "Training steps (PPO: iterations).", default_text="200; ppo, rlhf: 60")] = None
+    batch: Annotated[int | None, Field(gt=0), flag_like(
+        BATCH, help="Pairs (rm, dpo, orpo), sequences (sft) or prompts (ppo) per step.",
+        default_text="16; sft, ppo: 32")] = None
+    lr: Annotated[float | None, Field(gt=0), flag_like(
+        LR, default_text="sft, rm 1e-3; dpo, orpo 5e-4; ppo 3e-4")] = None
+    beta: Annotated[float, Field(gt=0), Opt("DPO's beta; ORPO's lambda.", panel=_PREF)] = 0.1
+    loss_type: Annotated[Literal["sigmoid", "ipo", "hinge", "robust"], Opt(
+        "DPO loss.", panel=_PREF)] = "sigmoid"
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5), Opt(
+        "DPO label smoothing (cDPO, robust).", panel=_PREF)] = 0.0
+    rpo_alpha: Annotated[float, Field(ge=0), Opt(
+        "DPO: add this times the chosen responses' NLL (RPO; TRL's rpo_alpha).",
+        panel=_PREF)] = 0.0
+    precompute_ref: Annotated[bool, Opt(
+        "DPO: compute the reference's log-probs once, free it, and measure the memory saved "
+        "(runs both).", panel=_PREF, negatable=False)] = False
+    reward_model: Annotated[bool, Opt(
+        "PPO: score with the reward model `align rm` trains (cached) instead of the task's "
+        "rule.", panel=_PPO, negatable=False)] = False
+    temperature: Annotated[float, Field(gt=0), Opt("Sampling temperature.", panel=_PPO)] = 0.7
+    kl_coef: Annotated[float, Field(ge=0), Opt("Per-token KL penalty coefficient.",
+                                               panel=_PPO)] = 0.05
+    kl_estimator: Annotated[Literal["k1", "k3"], Opt("KL estimator of the penalty.",
+                                                     panel=_PPO)] = "k1"
+    ppo_epochs: Annotated[int, Field(gt=0), Opt("PPO epochs per batch.", panel=_PPO)] = 4
     train_pairs: int = Field(2048, gt=1)
     heldout_pairs: int = Field(256, gt=0)
-    eval_samples: int = Field(256, gt=0)
-    device: Literal["cpu", "cuda"] | None = None
-    seed: int = 0
+    eval_samples: Annotated[int, Field(gt=0), Opt(
+        "Held-out prompts sampled for the rule figures.")] = 256
+    device: Device = None
+    seed: Seed = 0
 
     @field_validator("model")
     @classmethod
     def _size(cls, v: str) -> str:
-        if v not in SIZES:
-            raise ValueError(f"unknown model size {v!r} (choose from {', '.join(SIZES)})")
-        return v
+        return built_in_size(v)
 
 
 class AlignBenchmark(Benchmark[AlignConfig]):
     name = "align"
+    help = """\
+    Alignment loops: what SFT, a reward model, DPO, ORPO, PPO and RLHF cost, and that they work.
+
+    Every method starts from the same reference policy (a short SFT on a 50/50 mix of rule-
+    following and rule-breaking responses, cached) and reports step time, tokens/s, peak memory,
+    memory per model role, held-out preference accuracy and the rule satisfaction of sampled
+    generations before and after, with the whole metric history in the JSON.
+    """
+    run_options = ("profile", "timeout", "isolate")
+    renderer = "llmbench.report.align:render"
+    plot = "llmbench.report.plots:align"
     config_type = AlignConfig
+    metrics = (
+        Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
+        Metric("peak_memory_bytes", "B", "lower", "peak memory of the training loop"),
+        Metric("memory/*_bytes", "B", "lower",
+               "bytes held by a model role, the optimizers' state or precomputed log-probs"),
+        Metric("models_held", "1", "info", "models held while training"),
+        Metric("eval/accuracy", "1", "higher", "the reward model's held-out pair accuracy"),
+        Metric("eval/reward_model_accuracy", "1", "higher",
+               "held-out pair accuracy of the reward model PPO scores with"),
+        Metric("eval/reward_margin", "1", "info",
+               "the reward model's mean held-out reward margin"),
+        Metric("eval/*_before", "1", "info", "a held-out figure of the reference, before"),
+        Metric("eval/*_after", "1", "info", "a held-out figure of the trained policy"),
+        Metric("eval/*_gain", "1", "info", "after - before", derived=True),
+        Metric("loss_at_step0", "nats", "info", "the loss at the first step"),
+        Metric("objective/*", "1", "info", "PPO's KL and scores: last, mean, first and last"),
+        Metric("rollout/host_reads", "1", "info", "device-to-host reads of one rollout"),
+        Metric("rollout/tokens_sampled", "1", "info", "tokens sampled by one rollout"),
+        Metric("reward_model_from_cache", "1", "info", "1: the reward model came from the cache"),
+        Metric("history/*", "1", "info", "a logged figure at every logged step (TRL's names)"),
+    )
     case_target = "llmbench.benches.align:run_case"
 
     def resolve(self, config: AlignConfig, hw: HardwareInfo) -> AlignConfig:

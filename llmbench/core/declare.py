@@ -1,0 +1,136 @@
+"""What a benchmark declares about itself, once: its command-line options (on its config's
+fields), its metrics (unit, direction, measured or derived) and, optionally, its plot.
+
+The command line, suite validation, `compare`, `export`, the tables and the JSON Schema read
+these declarations; nothing else lists a benchmark's options or metrics.
+
+    class RopeConfig(BaseModel):
+        seqs: Annotated[list[int], Opt("Sequence length(s).", flag="--seq", parse="sweep")] = [
+            2048]
+
+    class RopeBenchmark(Benchmark[RopeConfig]):
+        metrics = (Metric("time_ms", "ms", "lower"), ...)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Parse = Literal["sweep", "sizes", "bytes"]
+Better = Literal["lower", "higher", "info"]
+Family = Literal["time", "memory", "error"]
+
+
+@dataclass(frozen=True)
+class Opt:
+    """A config field's command-line option (put it in the field's `Annotated[...]`).
+
+    - `flag`: the option's name; default `--` and the field's name with dashes.
+    - `parse`: how the text becomes the value, for what plain types cannot say: `sweep`
+      (integers: 8192 | 1024,4096 | 1024:16384 doubling), `sizes` (byte sizes: 1KiB:1GiB
+      doubling | 4KiB,1MiB), `bytes` (one size: 80GiB). A list field always accepts both
+      `a,b` and the option repeated.
+    - `default_text`: shown as "[default: ...]" where the default is decided at run time.
+    - `argument`: a positional argument instead of an option.
+    - `negatable`: a boolean is `--x/--no-x`; False makes it the single switch `--x`.
+    """
+
+    help: str
+    flag: str | None = None
+    short: str | None = None
+    panel: str | None = None
+    parse: Parse | None = None
+    default_text: str | None = None
+    argument: bool = False
+    negatable: bool = True
+
+
+def option_of(field: Any) -> Opt | None:
+    """The Opt declared on a pydantic FieldInfo, if any."""
+    return next((m for m in getattr(field, "metadata", ()) if isinstance(m, Opt)), None)
+
+
+def flag_of(config_type: Any, name: str) -> str:
+    """The flag a user typed for config field `name` (for error messages)."""
+    field = getattr(config_type, "model_fields", {}).get(name)
+    opt = option_of(field) if field is not None else None
+    if opt is not None and opt.flag:
+        return opt.flag
+    if name == "timing":
+        return "--max-time"
+    return "--" + name.replace("_", "-")
+
+
+UNIT_FAMILY: dict[str, Family] = {"ms": "time", "s": "time", "B": "memory"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric a benchmark's cases report.
+
+    - `name`: as in the results; a pattern with `*` names a family (`memory_*_bytes`).
+    - `unit`: ms, s, B, TFLOP/s, GB/s, tok/s, %, x (a ratio), nats, abs, rel, 1 (a count or a
+      fraction), or what fits.
+    - `better`: lower, higher, or info (never gated: settings, predictions, the GPU's state).
+    - `derived`: computed from other metrics of the run (throughput from time, a speed-up from
+      two cases): exports and plots show it, `compare` judges the measurement it comes from.
+    - `family`: the suite threshold family (time, memory, error); by default from the unit.
+    """
+
+    name: str
+    unit: str
+    better: Better
+    help: str = ""
+    derived: bool = False
+    family: Family | None = None
+
+    def matches(self, name: str) -> bool:
+        return name == self.name or ("*" in self.name and fnmatch.fnmatchcase(name, self.name))
+
+    @property
+    def threshold_family(self) -> Family | None:
+        if self.better == "info":
+            return None
+        return self.family or UNIT_FAMILY.get(self.unit)
+
+    @property
+    def gated(self) -> bool:
+        """Whether `compare` judges it: a measurement with a direction."""
+        return self.better != "info" and not self.derived
+
+    def as_json(self) -> dict[str, Any]:
+        return {"unit": self.unit, "better": self.better, "derived": self.derived,
+                "family": self.threshold_family, "help": self.help}
+
+
+def find(metrics: Iterable[Metric], name: str) -> Metric | None:
+    """The declaration of `name`: an exact name first, then the first pattern that matches."""
+    metrics = tuple(metrics)
+    exact = next((m for m in metrics if m.name == name), None)
+    return exact or next((m for m in metrics if m.matches(name)), None)
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """A plot the report draws without code of the benchmark's own: `y` against `x` (both
+    names in a case's params or metrics), one line per value of `by`, log axes by choice."""
+
+    x: str
+    y: tuple[str, ...]
+    by: str | None = None
+    logx: bool = False
+    logy: bool = False
+    title: str = ""
+
+
+# Metrics every timed case may carry (core.timing and core.gpu_state add them): declared here
+# once, found by every benchmark after its own.
+COMMON: tuple[Metric, ...] = (
+    Metric("time_ms", "ms", "lower", "median time of one call or step"),
+    Metric("gpu_throttle*", "1", "info", "the GPU's clock-throttle reasons while the case ran"),
+    Metric("gpu_sm_clock_*", "MHz", "info", "the GPU's SM clock while the case ran"),
+    Metric("gpu_temperature_*", "C", "info", "the GPU's temperature while the case ran"),
+)

@@ -153,10 +153,10 @@ class AmpBenchmark(Benchmark[AmpConfig]):
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     if payload["params"]["variant"] == "underflow-demo":
         return _underflow_demo(payload)
-    from llmbench.core.memory import HeldMemory, measure_peak
+    from llmbench.core.memory import measure_peak
     from llmbench.core.timing import TimeStats, stopwatch
     from llmbench.train.case import setup
-    from llmbench.train.loop import Precision, train_step
+    from llmbench.train.loop import Precision, activation_step, train_step
 
     p = payload["params"]
     s = setup(payload, batches=p["steps"])
@@ -166,7 +166,6 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
 
     optimizer = torch.optim.AdamW(s.model.parameters(), lr=s.lr)
     clock = stopwatch(s.device)
-    held = HeldMemory(s.device)
     losses, scales, skipped_at, samples = [], [], [], []
     peak = activation = None
     for i, tokens in enumerate(s.batches):
@@ -176,14 +175,8 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
                                             scaler=scaler), device=s.device)
             peak = mem.peak_bytes
         elif i == 2:
-            # Activation memory: what the forward pass leaves for the backward pass. Gradients
-            # are freed first, so that freeing them does not offset the baseline.
-            optimizer.zero_grad(set_to_none=True)
-            held.start()
-            seen: list[int] = []
-            result = train_step(s.model, optimizer, tokens, precision=precision, scaler=scaler,
-                                on_forward=lambda out=seen: out.append(held.read()))
-            activation = seen[0]
+            result, activation = activation_step(s.model, optimizer, tokens, device=s.device,
+                                                 precision=precision, scaler=scaler)
         else:
             clock.start()
             result = train_step(s.model, optimizer, tokens, precision=precision, scaler=scaler)
@@ -207,14 +200,20 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "skipped_steps": len(skipped_at),
     }
     if scaler is not None:
-        metrics["scale_trace"] = scales
-        metrics["final_scale"] = float(scaler.get_scale())
-        if skipped_at:
-            metrics["skip_reason"] = (
-                f"inf/NaN gradients: the scaler skipped the update and halved the scale at "
-                f"step(s) {', '.join(map(str, skipped_at[:10]))}"
-                + (" ..." if len(skipped_at) > 10 else ""))
+        metrics.update(_scaler_metrics(scaler, scales, skipped_at))
     return metrics
+
+
+def _scaler_metrics(scaler: Any, scales: list[float], skipped_at: list[int]) -> dict[str, Any]:
+    """fp16's loss scaling: the scale after every step, the last one, and why steps were
+    skipped."""
+    out: dict[str, Any] = {"scale_trace": scales, "final_scale": float(scaler.get_scale())}
+    if skipped_at:
+        out["skip_reason"] = (
+            f"inf/NaN gradients: the scaler skipped the update and halved the scale at "
+            f"step(s) {', '.join(map(str, skipped_at[:10]))}"
+            + (" ..." if len(skipped_at) > 10 else ""))
+    return out
 
 
 def _underflow_demo(payload: dict[str, Any]) -> dict[str, Any]:

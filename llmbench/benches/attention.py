@@ -16,7 +16,7 @@ the longest (llmbench.benches.attention_varlen).
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -397,6 +397,9 @@ def _standard_limit(config: AttentionConfig, cases: list[CaseResult], ctx: PlanC
 
 
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
+    """One case in its (isolated) process: warm-up, one call measured for peak memory and
+    checked against fp64, then timed until the median is steady; with fwd+bwd, the gradients
+    checked too. Packed variable-length cases: attention_varlen."""
     from llmbench.kernels import use_interpreter
 
     use_interpreter(payload.get("interpret", False))
@@ -404,101 +407,131 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         from llmbench.benches.attention_varlen import run_varlen_case
 
         return run_varlen_case(payload)
-    import torch
-
-    from llmbench.core.memory import measure_peak
-    from llmbench.core.timing import measure
-    from llmbench.kernels.reference import check_rows, reference_attention
+    from llmbench.core.memory import warm_then_peak
+    from llmbench.core.timing import measure_warmed
 
     p = payload["params"]
-    impl = kernels.get(p["impl"])
-    fn = impl.load()
-    device = torch.device("cuda:0" if p["device"] == "cuda" else "cpu")
-    dtype = torch_dtype(p["dtype"])
-    problem = AttentionProblem(
-        batch=p["batch"], heads=p["heads"], kv_heads=p["kv_heads"], seq=p["seq"],
-        head_dim=p["head_dim"], dtype=p["dtype"], causal=p["causal"], mode=p["mode"],
-        device=p["device"], compute_capability=payload.get("compute_capability"),
-        window=p.get("window"), seq_k=p.get("kv_seq"))
-    kv_seq = problem.kv_seq
-    tile: dict[str, Any] = {k: p[k] for k in TILE_KEYS if k in p}
-    for key in ("dkdv", "dq"):  # Triton's backward tiles, when the case carries them
-        if p.get(key) is not None:
-            tile[key] = p[key]
-    if p.get("window") is not None:
-        tile["window"] = p["window"]
-    scale = 1.0 / math.sqrt(p["head_dim"])
-    backward = p["mode"] == "fwd+bwd"
-    to_impl = (lambda t: t.transpose(1, 2).contiguous()) if impl.layout == "bshd" else None
-
-    def make_inputs(seq: int, kv: int, seed: int) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        shapes = [(p["batch"], p["heads"], seq, p["head_dim"]),
-                  (p["batch"], p["kv_heads"], kv, p["head_dim"]),
-                  (p["batch"], p["kv_heads"], kv, p["head_dim"]),
-                  (p["batch"], p["heads"], seq, p["head_dim"])]
-        ts = [torch.randn(s, generator=gen).to(device=device, dtype=dtype) for s in shapes]
-        if to_impl:
-            ts = [to_impl(t) for t in ts]
-        return tuple(t.requires_grad_(backward and i < 3) for i, t in enumerate(ts))
-
-    def as_bhsd(t: torch.Tensor) -> torch.Tensor:
-        return t.transpose(1, 2) if to_impl else t
-
-    def call(q, k, v, dout):  # noqa: ANN001, ANN202
-        if not backward:
-            with torch.no_grad():
-                return fn(q, k, v, causal=p["causal"], scale=scale, **tile)
-        for t in (q, k, v):
-            t.grad = None
-        out = fn(q, k, v, causal=p["causal"], scale=scale, **tile)
-        out.backward(dout)
-        return out.detach()
-
-    q, k, v, dout = make_inputs(p["seq"], kv_seq, payload["seed"])
-    step = lambda: call(q, k, v, dout)  # noqa: E731
-    step()  # warm-up: first-call allocations and kernel selection stay out of the figures
-    for t in (q, k, v):
-        t.grad = None
-    t0 = time.perf_counter()
-    out, peak = measure_peak(step, device=p["device"])
-    memory_call_ms = (time.perf_counter() - t0) * 1e3
-
-    rows = check_rows(p["seq"], payload["check_rows"])
-    ref = reference_attention(as_bhsd(q).detach(), as_bhsd(k).detach(), as_bhsd(v).detach(),
-                              causal=p["causal"], scale=scale, rows=rows.to(device),
-                              window=p.get("window"))
-    max_err = (as_bhsd(out)[:, :, rows.to(device)].double() - ref).abs().max().item()
-    del out, ref
-
-    # A CPU call of 100 ms or more is timed well enough by the wall clock around the memory
-    # call (the /proc reads cost microseconds): count it as a sample rather than run again.
-    prior = [memory_call_ms] if p["device"] == "cpu" and memory_call_ms >= 100 else None
-    stats = measure(step, device=p["device"], prior_samples_ms=prior,
-                    policy=TimingPolicy(**{**payload["timing"], "warmup_s": 0.0,
-                                           "min_warmup_runs": 0}))
+    case = _DenseCase.of(payload)
+    q, k, v, dout = case.inputs(p["seq"], case.problem.kv_seq, payload["seed"])
+    step = lambda: case.call(q, k, v, dout)  # noqa: E731
+    out, peak, prior = warm_then_peak(step, device=p["device"],
+                                      before=lambda: _clear_grads(q, k, v))
+    max_err, rows_checked = case.output_error(out, q, k, v, payload["check_rows"])
+    del out
+    stats = measure_warmed(step, device=p["device"], policy=payload["timing"],
+                           prior_samples_ms=prior)
+    flops = attention_flops(case.problem)
     metrics: dict[str, Any] = {
         "time_ms": stats.model_dump(),
-        "throughput_tflops": attention_flops(problem) / (stats.median / 1e3) / 1e12,
+        "throughput_tflops": flops / (stats.median / 1e3) / 1e12,
         "peak_memory_bytes": peak.peak_bytes,
-        "input_memory_bytes": problem.input_bytes,
+        "input_memory_bytes": case.problem.input_bytes,
         "max_abs_error": max_err,
-        "error_rows_checked": int(rows.numel()),
-        "flops_per_call": attention_flops(problem),
+        "error_rows_checked": rows_checked,
+        "flops_per_call": flops,
     }
     if p["impl"] == "triton":
         from llmbench.kernels.triton_flash import last_launch
 
         metrics["launched_tile"] = " ".join(f"{k}={v}" for k, v in sorted(last_launch.items()))
-    if backward:
-        check_q, check_kv = check_lengths(p["seq"], kv_seq, payload["check_seq"])
-        metrics["grad_max_abs_error"] = _grad_error(
-            fn, make_inputs(check_q, check_kv, payload["seed"] + 1), p["causal"], scale, tile,
-            as_bhsd)
-        metrics["grad_check_seq"] = check_q
-        if "kv_seq" in p:
-            metrics["grad_check_kv_seq"] = check_kv
+    if case.backward:
+        metrics.update(case.gradient_check(payload))
     return metrics
+
+
+def _clear_grads(*tensors: Any) -> None:
+    for t in tensors:
+        t.grad = None
+
+
+@dataclass
+class _DenseCase:
+    """A dense attention case as its process runs it: the problem, the implementation's
+    function and tile, and its tensor layout."""
+
+    p: dict[str, Any]
+    problem: AttentionProblem
+    fn: Any
+    tile: dict[str, Any]
+    scale: float
+    bshd: bool  # the implementation takes (batch, seq, heads, dim)
+
+    @classmethod
+    def of(cls, payload: dict[str, Any]) -> _DenseCase:
+        p = payload["params"]
+        impl = kernels.get(p["impl"])
+        problem = AttentionProblem(
+            batch=p["batch"], heads=p["heads"], kv_heads=p["kv_heads"], seq=p["seq"],
+            head_dim=p["head_dim"], dtype=p["dtype"], causal=p["causal"], mode=p["mode"],
+            device=p["device"], compute_capability=payload.get("compute_capability"),
+            window=p.get("window"), seq_k=p.get("kv_seq"))
+        tile: dict[str, Any] = {k: p[k] for k in TILE_KEYS if k in p}
+        for key in ("dkdv", "dq"):  # Triton's backward tiles, when the case carries them
+            if p.get(key) is not None:
+                tile[key] = p[key]
+        if p.get("window") is not None:
+            tile["window"] = p["window"]
+        return cls(p, problem, impl.load(), tile, 1.0 / math.sqrt(p["head_dim"]),
+                   impl.layout == "bshd")
+
+    @property
+    def backward(self) -> bool:
+        return self.p["mode"] == "fwd+bwd"
+
+    def inputs(self, seq: int, kv: int, seed: int) -> tuple[Any, ...]:
+        """q, k, v and the output gradient, drawn from `seed` on the CPU, in the impl's layout."""
+        import torch
+
+        p = self.p
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        shapes = [(p["batch"], p["heads"], seq, p["head_dim"]),
+                  (p["batch"], p["kv_heads"], kv, p["head_dim"]),
+                  (p["batch"], p["kv_heads"], kv, p["head_dim"]),
+                  (p["batch"], p["heads"], seq, p["head_dim"])]
+        device = torch.device("cuda:0" if p["device"] == "cuda" else "cpu")
+        ts = [torch.randn(s, generator=gen).to(device=device, dtype=torch_dtype(p["dtype"]))
+              for s in shapes]
+        if self.bshd:
+            ts = [t.transpose(1, 2).contiguous() for t in ts]
+        return tuple(t.requires_grad_(self.backward and i < 3) for i, t in enumerate(ts))
+
+    def as_bhsd(self, t: Any) -> Any:
+        return t.transpose(1, 2) if self.bshd else t
+
+    def call(self, q: Any, k: Any, v: Any, dout: Any) -> Any:
+        """The timed call: the forward under no_grad, or forward and backward."""
+        import torch
+
+        if not self.backward:
+            with torch.no_grad():
+                return self.fn(q, k, v, causal=self.p["causal"], scale=self.scale, **self.tile)
+        _clear_grads(q, k, v)
+        out = self.fn(q, k, v, causal=self.p["causal"], scale=self.scale, **self.tile)
+        out.backward(dout)
+        return out.detach()
+
+    def output_error(self, out: Any, q: Any, k: Any, v: Any, limit: int) -> tuple[float, int]:
+        """(max abs error against the fp64 reference, rows checked) over spread query rows."""
+        from llmbench.kernels.reference import check_rows, reference_attention
+
+        device = out.device
+        rows = check_rows(self.p["seq"], limit)
+        ref = reference_attention(*(self.as_bhsd(t).detach() for t in (q, k, v)),
+                                  causal=self.p["causal"], scale=self.scale,
+                                  rows=rows.to(device), window=self.p.get("window"))
+        err = (self.as_bhsd(out)[:, :, rows.to(device)].double() - ref).abs().max().item()
+        return err, int(rows.numel())
+
+    def gradient_check(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """dq, dk, dv against fp64 at the check size (`check_seq`)."""
+        p = self.p
+        check_q, check_kv = check_lengths(p["seq"], self.problem.kv_seq, payload["check_seq"])
+        out = {"grad_max_abs_error": _grad_error(
+            self.fn, self.inputs(check_q, check_kv, payload["seed"] + 1), p["causal"],
+            self.scale, self.tile, self.as_bhsd), "grad_check_seq": check_q}
+        if "kv_seq" in p:
+            out["grad_check_kv_seq"] = check_kv
+        return out
 
 
 def check_lengths(seq: int, kv_seq: int, limit: int) -> tuple[int, int]:

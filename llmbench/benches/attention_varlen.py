@@ -17,9 +17,10 @@ from llmbench import kernels
 from llmbench.core.benchmark import CasePlan, PlanContext
 from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError
+from llmbench.core.memory import warm_then_peak
 from llmbench.core.profiles import AttentionTile
 from llmbench.core.results import CaseResult
-from llmbench.core.timing import TimeStats, TimingPolicy, measure, stopwatch
+from llmbench.core.timing import TimeStats, measure_warmed
 from llmbench.kernels.problem import AttentionProblem, attended_pairs, mode_flops, pairs_flops
 
 # case label -> the registry implementation whose packed form it runs (None: padded SDPA)
@@ -120,14 +121,18 @@ def run_varlen_case(payload: dict[str, Any]) -> dict[str, Any]:
     prepare = _padded_call if p["impl"] == "sdpa-padded" else _varlen_call
     inputs, attend, grad_out, unpack = prepare(p, packed, scale)
     step = _step(attend, inputs, grad_out, backward=p["mode"] == "fwd+bwd")
-    out, peak, prior = _memory_call(step, inputs, p["device"])
+    out, peak, prior = warm_then_peak(step, device=p["device"],
+                                      before=lambda: _clear_grads(inputs))
     worst = _max_error(p, packed, unpack(out).double(), scale)
     del out
-    # Warmed up by the first call and the memory call: measure() adds no warm-up of its own.
-    stats = measure(step, device=p["device"], prior_samples_ms=prior,
-                    policy=TimingPolicy(**{**payload["timing"], "warmup_s": 0.0,
-                                           "min_warmup_runs": 0}))
+    stats = measure_warmed(step, device=p["device"], policy=payload["timing"],
+                           prior_samples_ms=prior)
     return _metrics(p, stats, peak.peak_bytes, worst)
+
+
+def _clear_grads(tensors: list[Any]) -> None:
+    for t in tensors:
+        t.grad = None
 
 
 def _packed_inputs(p: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -235,22 +240,6 @@ def _step(attend: Any, inputs: list[Any], grad_out: Any, *, backward: bool) -> A
         return out.detach()
 
     return step
-
-
-def _memory_call(step: Any, inputs: list[Any], device: str) -> tuple[Any, Any, list[float] | None]:
-    """A warm-up call, then one call measured for peak memory: its output, the peak, and its
-    time as a prior sample when a CPU call takes 100 ms or more (no need to run it again)."""
-    from llmbench.core.memory import measure_peak
-
-    step()  # warm-up: first-call allocations and kernel selection stay out of the figures
-    for t in inputs:
-        t.grad = None
-    clock = stopwatch(device)
-    clock.start()
-    out, peak = measure_peak(step, device=device)
-    memory_call_ms = clock.stop_ms()
-    prior = [memory_call_ms] if device == "cpu" and memory_call_ms >= 100 else None
-    return out, peak, prior
 
 
 def _max_error(p: dict[str, Any], packed: dict[str, Any], out: Any, scale: float) -> float:

@@ -168,10 +168,10 @@ def _fits(config: CheckpointConfig, cases: list[CaseResult]) -> dict[str, Any]:
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from llmbench.core.memory import HeldMemory, measure_peak
+    from llmbench.core.memory import measure_peak
     from llmbench.core.timing import measure
     from llmbench.train.case import setup
-    from llmbench.train.loop import lm_loss, train_step
+    from llmbench.train.loop import activation_step, lm_loss, train_step
 
     p = payload["params"]
     s = setup(payload, n_layers=p["layers"])
@@ -184,11 +184,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
 
     for _ in range(2):  # warm-up: checkpointing's first call allocates more than later ones
         step()
-    held = HeldMemory(s.device)
-    seen: list[int] = []
-    optimizer.zero_grad(set_to_none=True)  # freeing gradients must not offset the baseline
-    held.start()
-    train_step(s.model, optimizer, tokens, on_forward=lambda: seen.append(held.read()))
+    _, activation = activation_step(s.model, optimizer, tokens, device=s.device)
     _, peak = measure_peak(step, device=s.device)
 
     # The activation high-water mark of forward + backward, recomputation included: gradients
@@ -203,7 +199,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     return {
         "time_ms": stats.model_dump(),
         "tokens_per_s": s.tokens_per_step / (stats.median / 1e3),
-        "activation_memory_bytes": seen[0],
+        "activation_memory_bytes": activation,
         "activation_peak_bytes": act_peak.peak_bytes,
         "peak_memory_bytes": peak.peak_bytes,
         "checkpointed_layers": sum(b - a for a, b in p["segments"]),

@@ -262,23 +262,75 @@ ABSOLUTE_METRICS = {"allocated": "peak_allocated_bytes", "reserved": "peak_reser
 
 
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    from torch.nn.parallel import DistributedDataParallel
-
+    """One strategy's case on every rank: the gradients checked against one process on the
+    global batch, then one step measured for memory and the steps timed in lock step."""
     from llmbench.core.memory import measure_peak
-    from llmbench.core.timing import TimeStats, measure, measure_interleaved, measure_windows
     from llmbench.dist import group
-    from llmbench.train.case import setup
-    from llmbench.train.data import synthetic_batches
-    from llmbench.train.loop import device_of, lm_loss, train_step
     from llmbench.train.optimizers import STEP_BYTES
 
     p = payload["params"]
-    n, rank, strategy = group.world_size(), group.rank(), p["strategy"]
+    n, strategy = group.world_size(), p["strategy"]
+    wrapped, optimizer, tokens, timing, errors = _wrapped_and_checked(payload)
+
+    def step() -> object:
+        return _train_step(wrapped, optimizer, tokens)
+
+    with group.collective():
+        step()
+        # One step measured twice over: what it adds above the rank's state, and absolute.
+        (_, absolute), peak = measure_peak(lambda: absolute_peaks(step, p["device"]),
+                                           device=p["device"])
+        params = list(wrapped.parameters())
+        grad_bytes = sum(q.numel() * 4 for q in params)  # every fp32 gradient (global sizes)
+        slowest, metrics = _timed_steps(strategy, wrapped, optimizer, tokens, step, timing,
+                                        p["device"], grad_bytes)
+        per_rank = group.gather({"peak": peak.peak_bytes,
+                                 "state": _state_bytes(params, optimizer),
+                                 "absolute": absolute, **errors})
+    stage = ZERO_STAGE[strategy]
+    numel = sum(q.numel() for q in params)  # a DTensor reports its global size
+    predicted = zero.per_rank_bytes(numel, n, stage, RUN_SCHEME) + STEP_BYTES * len(params)
+    return {
+        **metrics,
+        "time_ms": slowest.model_dump(),
+        "tokens_per_s": n * p["batch"] * p["seq"] / (slowest.median / 1e3),
+        "gradient_bytes": grad_bytes,
+        "peak_memory_bytes": max(r["peak"] for r in per_rank),
+        "peak_memory_bytes_per_rank": [float(r["peak"]) for r in per_rank],
+        **_absolute_metrics(per_rank),
+        "model_state_bytes": max(r["state"] for r in per_rank),
+        "model_state_bytes_per_rank": [float(r["state"]) for r in per_rank],
+        "predicted_state_bytes": predicted,
+        "zero_stage": stage,
+        "grad_max_abs_error": max(r["error"] for r in per_rank),
+        "grad_rel_error": max(r["rel"] for r in per_rank),
+    }
+
+
+def _train_step(wrapped: Any, optimizer: Any, tokens: Any) -> object:
+    from llmbench.train.loop import train_step
+
+    return train_step(wrapped, optimizer, tokens)
+
+
+def _wrapped_and_checked(payload: dict[str, Any]) -> tuple[Any, Any, Any, Any, dict[str, float]]:
+    """The model wrapped by the case's strategy, its AdamW, this rank's batch and timing, and
+    its first gradient's max abs and relative error against one process on the global batch
+    (`reference_gradients`)."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from llmbench.dist import group
+    from llmbench.train.case import setup
+    from llmbench.train.data import synthetic_batches
+    from llmbench.train.loop import lm_loss
+
+    p = payload["params"]
+    n, rank = group.world_size(), group.rank()
     with group.local():
         s = setup(payload, seed_offset=rank)  # same weights everywhere, this rank's own batch
         model, tokens = s.model, s.batches[0]
-        if strategy == "fsdp":
+        if p["strategy"] == "fsdp":
             _fully_shard()  # torch without FSDP2: unavailable, agreed on by every rank
         # The reference: one process, the loss over every rank's batch (the batches `setup`
         # makes on each rank), its gradient accumulated one batch at a time.
@@ -286,7 +338,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
             synthetic_batches(vocab=model.cfg.vocab_size, batch=p["batch"], seq=p["seq"],
                               count=1, seed=payload["seed"] + 1 + r)[0] for r in range(n)])
     with group.collective():  # DDP broadcasts rank 0's weights and checks shapes across ranks
-        if strategy == "ddp":
+        if p["strategy"] == "ddp":
             wrapped = DistributedDataParallel(
                 model, device_ids=[torch.cuda.current_device()] if p["device"] == "cuda"
                 else None)
@@ -299,73 +351,59 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         scale = max(float(e.abs().max()) for e in expected)
         optimizer = torch.optim.AdamW(wrapped.parameters(), lr=s.lr)
         del grads, expected
+    return wrapped, optimizer, tokens, s.timing, {"error": diff,
+                                                  "rel": diff / scale if scale else 0.0}
 
-    def step() -> object:
-        return train_step(wrapped, optimizer, tokens)
 
-    metrics: dict[str, Any] = {}
-    with group.collective():
-        step()
-        # One step measured twice over: what it adds above the rank's state, and absolute.
-        (_, absolute), peak = measure_peak(lambda: absolute_peaks(step, p["device"]),
-                                           device=p["device"])
-        params = list(wrapped.parameters())
-        state = (sum(_local_bytes(q) for q in params)
-                 + sum(_local_bytes(q.grad) for q in params if q.grad is not None)
-                 + sum(_local_bytes(v) for q in params
-                       for v in optimizer.state.get(q, {}).values()
-                       if isinstance(v, torch.Tensor)))
-        grad_bytes = sum(q.numel() * 4 for q in params)  # every fp32 gradient (global sizes)
-        if strategy == "ddp":
-            def no_sync_step() -> object:
-                with wrapped.no_sync():
-                    return train_step(wrapped, optimizer, tokens)
+def _state_bytes(params: list[Any], optimizer: Any) -> int:
+    """Weights, gradients and optimizer states this rank holds (its shards under FSDP)."""
+    import torch
 
-            # Paired: a synced and an unsynced step in turn, so drift hits both alike.
-            both = measure_interleaved({"sync": step, "no_sync": no_sync_step},
-                                       device=p["device"], warmup=s.timing.min_warmup_runs,
-                                       iters=s.timing.max_runs)
-            slowest = group.slowest_calls(both["sync"].samples)
-            no_sync = group.slowest_calls(both["no_sync"].samples)
-            flat = torch.zeros(grad_bytes // 4, device=device_of(p["device"]))
-            # Timed as `llmbench comm` times it (nccl-tests' windows), not call by call.
-            ar = measure_windows(lambda: torch.distributed.all_reduce(flat), device=p["device"],
-                                 warmup=s.timing.min_warmup_runs, ops=s.timing.max_runs,
-                                 windows=AR_WINDOWS, barrier=group.barrier)
-            allreduce = TimeStats.from_samples(group.mean_across_ranks(ar.samples)[0])
-            exposed = slowest.median - no_sync.median
-            metrics.update({
-                "no_sync_time_ms": no_sync.model_dump(),
-                "allreduce_time_ms": allreduce.model_dump(),
-                "comm_exposed_ms": exposed,
-                "comm_share_pct": 100.0 * exposed / slowest.median,
-            })
-        else:
-            mine = measure(step, device=p["device"], policy=s.timing)
-            slowest = group.slowest_calls(mine.samples)
-        metrics["time_ms"] = slowest.model_dump()
-        per_rank = group.gather({"peak": peak.peak_bytes, "state": state, "absolute": absolute,
-                                 "error": diff, "rel": diff / scale if scale else 0.0})
-    absolute_metrics: dict[str, Any] = {}
+    return (sum(_local_bytes(q) for q in params)
+            + sum(_local_bytes(q.grad) for q in params if q.grad is not None)
+            + sum(_local_bytes(v) for q in params for v in optimizer.state.get(q, {}).values()
+                  if isinstance(v, torch.Tensor)))
+
+
+def _timed_steps(strategy: str, wrapped: Any, optimizer: Any, tokens: Any, step: Any,
+                 timing: Any, device: str, grad_bytes: int) -> tuple[Any, dict[str, Any]]:
+    """(the slowest rank's step times, DDP's extra figures): under DDP a synced and an
+    unsynced step in turn, so drift hits both alike, and the gradients' all_reduce alone,
+    timed as `llmbench comm` times it (nccl-tests' windows)."""
+    import torch
+
+    from llmbench.core.timing import TimeStats, measure, measure_interleaved, measure_windows
+    from llmbench.dist import group
+    from llmbench.train.loop import device_of
+
+    if strategy != "ddp":
+        return group.slowest_calls(measure(step, device=device, policy=timing).samples), {}
+
+    def no_sync_step() -> object:
+        with wrapped.no_sync():
+            return _train_step(wrapped, optimizer, tokens)
+
+    both = measure_interleaved({"sync": step, "no_sync": no_sync_step}, device=device,
+                               warmup=timing.min_warmup_runs, iters=timing.max_runs)
+    slowest = group.slowest_calls(both["sync"].samples)
+    no_sync = group.slowest_calls(both["no_sync"].samples)
+    flat = torch.zeros(grad_bytes // 4, device=device_of(device))
+    ar = measure_windows(lambda: torch.distributed.all_reduce(flat), device=device,
+                         warmup=timing.min_warmup_runs, ops=timing.max_runs,
+                         windows=AR_WINDOWS, barrier=group.barrier)
+    allreduce = TimeStats.from_samples(group.mean_across_ranks(ar.samples)[0])
+    exposed = slowest.median - no_sync.median
+    return slowest, {"no_sync_time_ms": no_sync.model_dump(),
+                     "allreduce_time_ms": allreduce.model_dump(),
+                     "comm_exposed_ms": exposed,
+                     "comm_share_pct": 100.0 * exposed / slowest.median}
+
+
+def _absolute_metrics(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+    """The absolute peaks every rank reported: the largest, and one per rank."""
+    out: dict[str, Any] = {}
     for key, name in ABSOLUTE_METRICS.items():
         if all(key in r["absolute"] for r in per_rank):
-            absolute_metrics[name] = max(r["absolute"][key] for r in per_rank)
-            absolute_metrics[f"{name}_per_rank"] = [float(r["absolute"][key]) for r in per_rank]
-    stage = ZERO_STAGE[strategy]
-    numel = sum(q.numel() for q in params)  # a DTensor reports its global size
-    predicted = zero.per_rank_bytes(numel, n, stage, RUN_SCHEME) + STEP_BYTES * len(params)
-    return {
-        **metrics,
-        "tokens_per_s": n * p["batch"] * p["seq"] / (slowest.median / 1e3),
-        "gradient_bytes": grad_bytes,
-        "peak_memory_bytes": max(r["peak"] for r in per_rank),
-        "peak_memory_bytes_per_rank": [float(r["peak"]) for r in per_rank],
-        **absolute_metrics,
-        "model_state_bytes": max(r["state"] for r in per_rank),
-        "model_state_bytes_per_rank": [float(r["state"]) for r in per_rank],
-        "predicted_state_bytes": predicted,
-        "zero_stage": stage,
-        "grad_max_abs_error": max(r["error"] for r in per_rank),
-        "grad_rel_error": max(r["rel"] for r in per_rank),
-    }
-
+            out[name] = max(r["absolute"][key] for r in per_rank)
+            out[f"{name}_per_rank"] = [float(r["absolute"][key]) for r in per_rank]
+    return out

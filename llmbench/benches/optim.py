@@ -204,11 +204,11 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         return _compare_decay(payload)
     import torch
 
-    from llmbench.core.memory import HeldMemory, measure_peak
+    from llmbench.core.memory import measure_peak
     from llmbench.core.timing import measure
     from llmbench.train.case import setup
     from llmbench.train.loop import Precision as Autocast
-    from llmbench.train.loop import gradient_bytes, parameter_bytes, train_step
+    from llmbench.train.loop import activation_step, gradient_bytes, parameter_bytes, train_step
 
     s = setup(payload)
     precision = p["precision"]
@@ -233,12 +233,8 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     n = sum(q.numel() for q in params)
     weights, grads = parameter_bytes(s.model), gradient_bytes(s.model)
 
-    held = HeldMemory(s.device)
-    seen: list[int] = []
-    optimizer.zero_grad(set_to_none=True)
-    held.start()
-    train_step(s.model, optimizer, tokens, precision=autocast, scaler=scaler,
-               on_forward=lambda: seen.append(held.read()))
+    _, activation = activation_step(s.model, optimizer, tokens, device=s.device,
+                                    precision=autocast, scaler=scaler)
     _, peak = measure_peak(step, device=s.device)
     # Time the optimizer's own step; the gradients of the last training step stay in place.
     stats = measure(optimizer.step, device=s.device, policy=s.timing)
@@ -252,8 +248,8 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "elementwise_state_bytes_per_param": elementwise / n,
         "weights_bytes": weights,
         "gradients_bytes": grads,
-        "activation_memory_bytes": seen[0],
-        "training_memory_bytes": weights + grads + state_bytes + seen[0],
+        "activation_memory_bytes": activation,
+        "training_memory_bytes": weights + grads + state_bytes + activation,
         "peak_memory_bytes": peak.peak_bytes,
         # Weights and states exist before the step; gradients are freed at its start, so the
         # step's own peak counts them.
@@ -273,15 +269,22 @@ def _compare_decay(payload: dict[str, Any]) -> dict[str, Any]:
     everywhere; Adam + L2's is divided by its sqrt(v) denominator, so weights with small
     gradients are decayed far more than weights with large ones.
     """
-    import copy
+    p, wd = payload["params"], payload["weight_decay"]
+    out: dict[str, Any] = {"weight_decay": wd, "steps": p["steps"]}
+    model, opt, lr = _decay_trajectories(payload, out)
+    out.update(_decay_ratios(model, opt, lr, wd))
+    return out
 
+
+def _decay_trajectories(payload: dict[str, Any], out: dict[str, Any]) -> tuple[Any, Any, float]:
+    """Adam without decay, Adam + L2 and AdamW trained from one initialisation: each one's
+    final loss and weight norm into `out`; returns the no-decay run's model, optimizer, lr."""
     import torch
 
     from llmbench.train.case import setup
     from llmbench.train.loop import train_step
 
     p, wd = payload["params"], payload["weight_decay"]
-    out: dict[str, Any] = {"weight_decay": wd, "steps": p["steps"]}
     final = None
     for label, cls, decay in (("adam", torch.optim.Adam, 0.0),
                               ("adam+l2", torch.optim.Adam, wd),
@@ -294,7 +297,18 @@ def _compare_decay(payload: dict[str, Any]) -> dict[str, Any]:
             [q.detach().flatten() for q in s.model.parameters()]).norm())
         if label == "adam":
             final = (s.model, opt, s.lr)
-    model, opt, lr = final
+    return final
+
+
+def _decay_ratios(model: Any, opt: Any, lr: float, wd: float) -> dict[str, float]:
+    """One Adam + L2 and one AdamW step from the same state, with and without decay: what
+    decay removed from each weight matrix entry over AdamW's lr * wd * w (quantiles, and the
+    means over the quarter of weights with the smallest and the largest second moments)."""
+    import copy
+
+    import torch
+
+    out: dict[str, float] = {}
     matrices = [q for q in model.parameters() if q.dim() >= 2 and q.grad is not None]
     state = opt.state_dict()
     index = {id(q): i for i, q in enumerate(model.parameters())}

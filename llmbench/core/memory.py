@@ -169,3 +169,26 @@ def tensor_bytes(*tensors: Any) -> int:
         seen.add(key)
         total += storage.nbytes()
     return total
+
+
+def warm_then_peak(step: Callable[[], T], *, device: str,
+                   before: Callable[[], None] | None = None
+                   ) -> tuple[T, PeakMemory, list[float] | None]:
+    """The first two calls of a case's protocol: a warm-up call (first-call allocations and
+    kernel selection stay out of the figures), then one call measured for peak memory. Returns
+    its output (to check), the peak, and, when a CPU call takes 100 ms or more, that call's
+    time as a prior sample for `timing.measure_warmed` (the wall clock around it is good
+    enough; the /proc reads cost microseconds). `before()` runs before each call (clearing
+    gradients)."""
+    from llmbench.core.timing import stopwatch
+
+    if before:
+        before()
+    step()
+    if before:
+        before()
+    clock = stopwatch(device)
+    clock.start()
+    out, peak = measure_peak(step, device=device)
+    ms = clock.stop_ms()
+    return out, peak, [ms] if device == "cpu" and ms >= 100 else None

@@ -355,3 +355,11 @@ def measure_windows(fn: Callable[[], object], *, device: str = "cpu", warmup: in
                 fn()
             samples.append((time.perf_counter() - t0) * 1e3 / ops)
     return TimeStats.from_samples(samples)
+
+
+def measure_warmed(fn: Callable[[], object], *, device: str, policy: dict[str, Any],
+                   prior_samples_ms: list[float] | None = None) -> TimeStats:
+    """`measure` for a call already warmed up (by `memory.warm_then_peak`): the policy's own
+    warm-up is switched off."""
+    return measure(fn, device=device, prior_samples_ms=prior_samples_ms,
+                   policy=TimingPolicy(**{**policy, "warmup_s": 0.0, "min_warmup_runs": 0}))

@@ -212,3 +212,20 @@ def gradient_bytes(model: torch.nn.Module) -> int:
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def activation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    tokens: torch.Tensor, *, device: str, precision: Precision | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> tuple[StepResult, int]:
+    """One training step that also reads the activation memory: what the forward pass leaves
+    for the backward pass (core.memory.HeldMemory, read after the first forward). Gradients
+    are freed first, so that freeing them during the step does not offset the baseline."""
+    from llmbench.core.memory import HeldMemory
+
+    held = HeldMemory(device)
+    seen: list[int] = []
+    optimizer.zero_grad(set_to_none=True)
+    held.start()
+    result = train_step(model, optimizer, tokens, precision=precision, scaler=scaler,
+                        on_forward=lambda: seen.append(held.read()))
+    return result, seen[0]

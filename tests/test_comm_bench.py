@@ -57,6 +57,22 @@ def test_comm_runs_every_collective_on_two_gloo_ranks(comm_doc):
     assert "busbw GB/s" in proc.stdout
 
 
+def test_typed_params_and_summary(comm_doc):
+    from llmbench.benches import params_of, summary_of
+    from llmbench.benches.comm import CommCase, CommSummary
+    from llmbench.core.results import ResultDocument
+
+    doc = ResultDocument.model_validate(comm_doc[0])
+    params = [params_of(doc, c) for c in doc.cases]
+    assert all(isinstance(p, CommCase) for p in params)
+    assert (params[0].collective, params[0].bytes) == ("all_reduce", 1024)
+    assert {(p.dtype, p.nproc, p.backend, p.device) for p in params} == {
+        ("fp32", 2, "gloo", "cpu")}
+    s = summary_of(doc)
+    assert isinstance(s, CommSummary) and s.ring_model is not None
+    assert s.ring_model.fitted_on == "all_reduce" and s.ring_model.world_size == 2
+
+
 def test_comm_bandwidths_follow_the_formulas(comm_doc):
     doc, _ = comm_doc
     n = 2

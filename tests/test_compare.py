@@ -67,6 +67,18 @@ def test_directions_from_declarations():
     assert judge("kvcache", "not_a_declared_metric", 1, 9) is None
 
 
+def test_an_error_metric_below_its_floor_is_rounding():
+    from llmbench.core.declare import Metric
+
+    error = Metric("grad_max_abs_error", "abs", "lower", family="error", floor=1e-6)
+    tiny = compare_metric("b", "c", error.name, 0.0, 1e-9, threshold=0.05, alpha=0.01,
+                          declared=error)
+    assert tiny.verdict == "within-threshold" and "floor" in tiny.note
+    real = compare_metric("b", "c", error.name, 0.0, 1e-3, threshold=0.05, alpha=0.01,
+                          declared=error)
+    assert real.verdict == "regression" and math.isinf(real.change)
+
+
 def test_undeclared_metrics_are_listed_not_judged(tiny_run, tmp_path):
     """A metric this llmbench does not declare (a document from another version) is named in
     the comparison, never gated."""

@@ -19,6 +19,24 @@ def ddp_doc(tmp_path_factory):
     return json.loads(out.read_text()), proc
 
 
+def test_typed_params_and_summary(ddp_doc):
+    from llmbench.benches import params_of, summary_of
+    from llmbench.benches.ddp import DDPCase, DDPSummary, ZeroRow
+    from llmbench.core.results import ResultDocument
+
+    doc = ResultDocument.model_validate(ddp_doc[0])
+    params = [params_of(doc, c) for c in doc.cases]
+    assert all(isinstance(p, DDPCase) for p in params)
+    assert [p.strategy for p in params] == ["ddp", "fsdp"]
+    assert {(p.model, p.seq, p.batch, p.nproc, p.backend) for p in params} == {
+        ("tiny", 32, 4, 2, "gloo")}
+    s = summary_of(doc)
+    assert isinstance(s, DDPSummary) and s.params > 0 and s.zero_formula
+    assert all(isinstance(r, ZeroRow) for r in s.zero)
+    assert {r.ranks for r in s.zero} == {2, 8}
+    assert s.zero[0].params == s.params and s.zero[0].bytes_per_param == [4, 4, 8]
+
+
 def test_both_strategies_ran_on_both_ranks(ddp_doc):
     doc, proc = ddp_doc
     assert [c["name"] for c in doc["cases"]] == ["ddp", "fsdp"]

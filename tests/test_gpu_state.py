@@ -114,10 +114,14 @@ def nvml(monkeypatch):
     globals()["CURRENT"] = None
 
 
+# A whole attention case's params, as the attention benchmark plans them (its renderer reads
+# them as the typed AttentionCase).
+PARAMS = {"impl": "sdpa", "seq": 128, "batch": 1, "heads": 2, "kv_heads": 2, "head_dim": 16,
+          "dtype": "bf16", "causal": True, "mode": "fwd", "device": "cuda"}
+
+
 def run_gpu_case(params=None, **payload) -> CaseResult:
-    plan = CasePlan(name="sdpa/seq=128/fwd", params=params or {"impl": "sdpa", "seq": 128,
-                                                               "device": "cuda"},
-                    run_args=payload)
+    plan = CasePlan(name="sdpa/seq=128/fwd", params=params or PARAMS, run_args=payload)
     return run_case(BENCH, plan, RunOptions(isolate=False), "cuda", gpu_uuid="GPU-1234")
 
 
@@ -209,7 +213,7 @@ def test_a_failing_case_keeps_its_own_error(nvml):
 
 def test_cpu_cases_are_not_sampled(nvml):
     fake = nvml(reasons=(THERMAL, THERMAL))
-    case = run_gpu_case(params={"impl": "sdpa", "seq": 128, "device": "cpu"})
+    case = run_gpu_case(params={**PARAMS, "device": "cpu"})
     assert case.ok and "gpu_throttled" not in case.metrics
     assert fake.inits == 0
     plan = CasePlan(name="x", params={"impl": "sdpa"})

@@ -86,6 +86,38 @@ def test_validating_a_suite_leaves_the_environment_alone(tmp_path, monkeypatch):
     assert "TRITON_INTERPRET" not in os.environ
 
 
+def test_resolving_and_planning_change_no_process_state():
+    """Every entry of the CPU suite parsed, resolved and planned as a run would: the
+    environment, torch's threads and RNG and Python's random state are as they were (what a
+    case needs reaches its own process in its payload)."""
+    import os
+    import random
+
+    import torch
+
+    from llmbench.cli.commands import parse
+    from llmbench.core import hardware
+    from llmbench.core.benchmark import PlanContext
+    from llmbench.core.profiles import select_profile
+
+    suite = load_suite(ROOT / "suites" / "ci-cpu.toml", check_invocations=False)
+    before = (dict(os.environ), torch.get_num_threads(), torch.random.get_rng_state(),
+              random.getstate())
+    hw = hardware.detect()
+    for entry in suite.bench:
+        bench, config, _ = parse([entry.command, *entry.args])
+        instance = bench()
+        resolved = instance.resolve(config, hw)
+        device = instance.device_of(resolved, hw)
+        if bench.name != "tune":  # tune's plan compiles kernels in other processes: slow
+            instance.plan(resolved, PlanContext(
+                hw=hw, profile=select_profile(hw, None, device).profile, device=device))
+    after = (dict(os.environ), torch.get_num_threads(), torch.random.get_rng_state(),
+             random.getstate())
+    assert after[0] == before[0] and after[1] == before[1]
+    assert torch.equal(after[2], before[2]) and after[3] == before[3]
+
+
 def test_run_exits_with_its_worst_entry_and_passes_fail_on(tmp_path):
     from tests.conftest import run_cli_inprocess
 

@@ -72,6 +72,15 @@ def test_checkpoint_small_sweep(hw, fast_timing):
     assert 0.8 < fits["none"]["exponent"] < 1.2
     assert fits["sqrt"]["exponent_raw"] < 0.5 * fits["none"]["exponent_raw"]
     assert fits["sqrt"]["exponent"] < fits["none"]["exponent"]
+    # The same document through its typed records, as the renderer reads it.
+    from llmbench.benches import params_of, summary_of
+    from llmbench.benches.checkpoint import ActivationFit, CheckpointCase
+
+    typed = [params_of(doc, c) for c in doc.cases]
+    assert all(isinstance(p, CheckpointCase) for p in typed)
+    assert {p.policy for p in typed} >= {"none", "sqrt"}
+    fit = summary_of(doc).activation_fit["none"]
+    assert isinstance(fit, ActivationFit) and fit.exponent == fits["none"]["exponent"]
 
 
 def test_checkpoint_config_errors():

@@ -19,6 +19,22 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
 KERNELS = ["fwd", "bwd_delta", "bwd_dkdv", "bwd_dq"]
 
 
+def test_typed_params_and_summary(every_target):
+    from llmbench.benches import params_of, summary_of
+    from llmbench.benches.tune import TuneCase, TuneSummary
+    from llmbench.core.results import ResultDocument
+
+    doc = ResultDocument.model_validate(every_target[1])
+    params = [params_of(doc, c) for c in doc.cases]
+    assert all(isinstance(p, TuneCase) for p in params)
+    assert {p.kernel for p in params} >= {"fwd", "bwd_dkdv", "bwd_dq"}
+    assert all(p.impl is None and p.arch for p in params)
+    s = summary_of(doc)
+    assert isinstance(s, TuneSummary) and s.compile_only and s.winners == {}
+    t = s.targets["sm80"]
+    assert t.cases >= 1 and 0 < t.max_shared_memory_bytes <= t.shared_memory_limit_bytes
+
+
 @pytest.fixture(scope="module")
 def every_target(tmp_path_factory):
     """One run over every target, forward and backward: the profiles as shipped."""

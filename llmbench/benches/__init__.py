@@ -8,9 +8,11 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+from typing import Any
 
 from llmbench.core.benchmark import Benchmark
 from llmbench.core.declare import COMMON, Metric, find
+from llmbench.core.results import CaseResult, ResultDocument
 
 
 @functools.cache
@@ -51,6 +53,22 @@ def metric_of(benchmark: str, metric: str) -> Metric | None:
     does not know); None when it is not declared, and so never judged."""
     bench = declaration(benchmark)
     return bench.metric(metric) if bench else find(COMMON, metric)
+
+
+def params_of(doc: ResultDocument, case: CaseResult) -> Any:
+    """`case`'s params as its benchmark's typed model (attribute access for renderers)."""
+    bench = declaration(doc.benchmark)
+    if bench is None or bench.params_type is None:
+        raise KeyError(f"{doc.benchmark}: no typed params declared")
+    return bench.params_type.model_validate(case.params)
+
+
+def summary_of(doc: ResultDocument) -> Any:
+    """The document's summary as its benchmark's typed model."""
+    bench = declaration(doc.benchmark)
+    if bench is None or bench.summary_type is None:
+        raise KeyError(f"{doc.benchmark}: no typed summary declared")
+    return bench.summary_type.model_validate(doc.summary)
 
 
 def by_command(words: list[str]) -> type[Benchmark] | None:

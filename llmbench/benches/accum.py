@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from llmbench.benches.training import (
     MODEL_PANEL,
+    TrainingCase,
     TrainingConfig,
     case_params,
     resolve_device,
     run_args,
 )
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import ERROR_FLOOR, RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
 from llmbench.core.flags import BATCH, flag_like
 from llmbench.core.hardware import HardwareInfo
@@ -43,6 +44,17 @@ class AccumConfig(TrainingConfig):
         return sorted(set(v), reverse=True) if v else None
 
 
+class AccumCase(TrainingCase):
+    micro: int
+    steps: int
+
+
+class AccumSummary(BaseModel):
+    model_config = RECORD
+
+    effective_batch: int
+
+
 def default_micro(batch: int) -> list[int]:
     return [m for m in dict.fromkeys(batch // d for d in (1, 2, 4, 8)) if m and batch % m == 0]
 
@@ -57,13 +69,16 @@ class AccumBenchmark(Benchmark[AccumConfig]):
     renderer = "llmbench.report.training:render_accum"
     plot = "llmbench.report.plots:accum"
     config_type = AccumConfig
+    params_type = AccumCase
+    summary_type = AccumSummary
     metrics = (
         Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
         Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
         Metric("grad_max_abs_error", "abs", "lower",
-               "max |accumulated gradient - whole batch's|", family="error"),
+               "max |accumulated gradient - whole batch's|", family="error", floor=ERROR_FLOOR),
         Metric("grad_rel_error", "rel", "lower",
-               "grad_max_abs_error / the whole batch's max |gradient|", family="error"),
+               "grad_max_abs_error / the whole batch's max |gradient|", family="error",
+               derived=True),
         Metric("peak_saved_pct", "%", "higher", "peak memory saved vs the whole batch",
                derived=True),
         Metric("slowdown_vs_whole_x", "x", "lower", "step time / the whole batch's",

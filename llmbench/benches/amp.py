@@ -14,11 +14,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from llmbench.benches.training import TrainingConfig, case_params, resolve_device, run_args
+from llmbench.benches.training import (
+    TrainingCase,
+    TrainingConfig,
+    case_params,
+    resolve_device,
+    run_args,
+)
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported
@@ -38,6 +44,30 @@ class AmpConfig(TrainingConfig):
         "Allowed |final loss - fp32's| in nats.")] = 0.05
     demo: Annotated[Literal["underflow"] | None, Opt(
         "underflow: fp16 gradient underflow without and with loss scaling.")] = None
+
+
+class AmpCase(TrainingCase):
+    """A case's params: a training variant, or the underflow demo (no steps)."""
+
+    variant: Literal["fp32", "fp16", "bf16", "underflow-demo"]
+    steps: int | None = None
+
+
+class AmpParity(BaseModel):
+    """One variant's final loss against fp32's."""
+
+    model_config = RECORD
+
+    loss_diff: float
+    within_tolerance: bool
+
+
+class AmpSummary(BaseModel):
+    model_config = RECORD
+
+    loss_tolerance: float | None = None
+    parity: dict[str, AmpParity] = Field(default_factory=dict)
+    warmup_steps: int | None = None
 
 
 def variant_unsupported(device: str, variant: str, hw: HardwareInfo) -> str | None:
@@ -71,6 +101,8 @@ class AmpBenchmark(Benchmark[AmpConfig]):
     renderer = "llmbench.report.training:render_amp"
     plot = "llmbench.report.plots:amp"
     config_type = AmpConfig
+    params_type = AmpCase
+    summary_type = AmpSummary
     metrics = (
         Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
         Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),

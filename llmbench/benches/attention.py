@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from llmbench import kernels
 from llmbench.core import hardware
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt, flag_of
+from llmbench.core.declare import ERROR_FLOOR, RECORD, Metric, Opt, flag_of
 from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError, first_problem
 from llmbench.core.fit import power_law_exponent
@@ -41,7 +41,7 @@ from llmbench.core.flags import (
     flag_like,
 )
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
-from llmbench.core.profiles import AttentionTile, Profile
+from llmbench.core.profiles import AttentionTile, KernelTile, Profile
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
 from llmbench.kernels.problem import AttentionProblem, attended_pairs, attention_flops
@@ -153,6 +153,83 @@ class AttentionConfig(BaseModel):
         return v
 
 
+class AttentionCase(BaseModel):
+    """A case's params: a dense case (kv_seq and window only when asked; the tile only for an
+    implementation that takes one) or a --varlen case (varlen instead of seq and batch)."""
+
+    model_config = RECORD
+
+    impl: str  # a kernels name, or a --varlen case label (llmbench.benches.attention_varlen)
+    seq: int | None = None  # dense only
+    batch: int | None = None  # dense only
+    varlen: list[int] | None = None  # --varlen only: the packed sequences' lengths
+    heads: int
+    kv_heads: int
+    head_dim: int
+    dtype: Dtype
+    causal: bool
+    mode: Literal["fwd", "fwd+bwd"]
+    device: Literal["cpu", "cuda"]
+    kv_seq: int | None = None  # with --kv-seq
+    window: int | None = None  # with --window (None: the full causal run) and in --varlen
+    block_m: int | None = None
+    block_n: int | None = None
+    num_warps: int | None = None
+    num_stages: int | None = None
+    dkdv: KernelTile | None = None
+    dq: KernelTile | None = None
+
+
+class AttentionScaling(BaseModel):
+    """One impl's fitted exponents k in value ~ seq^k."""
+
+    model_config = RECORD
+
+    seqs: list[int]
+    memory_exponent: float | None
+    time_exponent: float | None
+
+
+class AttentionStandardLimit(BaseModel):
+    """The longest seq standard attention fits in the memory free now; where it failed."""
+
+    model_config = RECORD
+
+    free_memory_bytes: int | None
+    first_failed_seq: int | None = None
+    predicted_max_seq: int | None = None
+
+
+class AttentionWindowRow(BaseModel):
+    """A windowed case against the full causal one at its impl and seq."""
+
+    model_config = RECORD
+
+    window: int
+    expected_flop_ratio: float
+    time_ratio: float
+    memory_ratio: float
+
+
+class AttentionSummary(BaseModel):
+    """Dense runs: peak, scaling, standard's limit (and window ratios with --window); --varlen
+    runs: the batch's lengths and FLOPs, padded and needed."""
+
+    model_config = RECORD
+
+    lengths: list[int] | None = None  # --varlen from here to padded_flops_wasted_pct
+    total_tokens: int | None = None
+    longest: int | None = None
+    useful_flops: float | None = None
+    padded_flops: float | None = None
+    padded_flops_wasted_pct: float | None = None
+    peak_tflops: float | None = None
+    peak_source: str | None = None  # dense from here on
+    scaling: dict[str, AttentionScaling] = {}
+    standard_limit: AttentionStandardLimit | None = None
+    window: dict[str, AttentionWindowRow] | None = None  # "impl/seq=N" -> its row
+
+
 class AttentionBenchmark(Benchmark[AttentionConfig]):
     name = "attention"
     help = """Standard vs Flash attention: time, TFLOP/s, peak memory and error per implementation.
@@ -162,6 +239,8 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
     exponents of memory and time in seq are fitted.
     """
     config_type = AttentionConfig
+    params_type = AttentionCase
+    summary_type = AttentionSummary
     metrics = (
         Metric("throughput_tflops", "TFLOP/s", "higher",
                "the FLOPs the call needs per second of its median time", derived=True),
@@ -172,9 +251,10 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
                "the memory the call was predicted to add above its inputs"),
         Metric("input_memory_bytes", "B", "info", "bytes of q, k, v and the output gradient"),
         Metric("max_abs_error", "abs", "lower", "max |output - fp64 reference| on the rows "
-               "checked", family="error"),
+               "checked", family="error", floor=ERROR_FLOOR),
         Metric("grad_max_abs_error", "abs", "lower",
-               "max |dq, dk, dv - fp64 reference's| at the check size", family="error"),
+               "max |dq, dk, dv - fp64 reference's| at the check size", family="error",
+               floor=ERROR_FLOOR),
         Metric("error_rows_checked", "1", "info", "query rows checked against fp64"),
         Metric("grad_check_seq", "1", "info", "query length of the gradient check"),
         Metric("grad_check_kv_seq", "1", "info", "key length of the gradient check"),
@@ -187,7 +267,8 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         # --varlen
         Metric("flops_needed", "FLOP", "info", "the FLOPs the packed batch needs"),
         Metric("flops_computed", "FLOP", "info", "the FLOPs this implementation computes"),
-        Metric("wasted_flops_pct", "%", "info", "share of the computed FLOPs spent on padding"),
+        Metric("wasted_flops_pct", "%", "info", "share of the computed FLOPs spent on padding",
+               derived=True),
     )
     renderer = "llmbench.report.attention:render"
     plot = "llmbench.report.plots:attention"

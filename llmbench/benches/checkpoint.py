@@ -14,19 +14,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from llmbench.benches.training import (
     Batch,
     Model,
     Seq,
+    TrainingCase,
     TrainingConfig,
     case_params,
     resolve_device,
     run_args,
 )
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.fit import power_law_exponent
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult
@@ -60,6 +61,29 @@ class CheckpointConfig(TrainingConfig):
         return list(dict.fromkeys(v)) if v else None
 
 
+class CheckpointCase(TrainingCase):
+    policy: str  # a policy's label (every-2, ...), or depth-independent for the reference case
+    layers: int
+    segments: list[list[int]]
+
+
+class ActivationFit(BaseModel):
+    """One policy's exponent of activation memory in depth."""
+
+    model_config = RECORD
+
+    layers: list[int]
+    exponent: float | None = None
+    exponent_raw: float | None = None
+    depth_independent_bytes: int | None = None
+
+
+class CheckpointSummary(BaseModel):
+    model_config = RECORD
+
+    activation_fit: dict[str, ActivationFit] = Field(default_factory=dict)
+
+
 def policy_label(policy: str, every: int) -> str:
     return f"every-{every}" if policy == "every-k" else policy
 
@@ -75,6 +99,8 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
     renderer = "llmbench.report.training:render_checkpoint"
     plot = "llmbench.report.plots:checkpoint"
     config_type = CheckpointConfig
+    params_type = CheckpointCase
+    summary_type = CheckpointSummary
     metrics = (
         Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
         Metric("activation_memory_bytes", "B", "lower",

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from llmbench.benches.distributed import GROUP_PANEL, DistConfig, DistributedBenchmark
+from llmbench.benches.distributed import GROUP_PANEL, Backend, DistConfig, DistributedBenchmark
 from llmbench.benches.training import resolve_device
 from llmbench.core.benchmark import CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
 from llmbench.core.fit import two_term_fit
 from llmbench.core.flags import DTYPE
@@ -102,6 +102,38 @@ def rounded_sizes(sizes: list[int], nproc: int, elem: int) -> list[int]:
     return list(dict.fromkeys(s // unit * unit for s in sizes))
 
 
+class CommCase(BaseModel):
+    """A case's params: one collective at one size (the largest buffer's bytes)."""
+
+    model_config = RECORD
+
+    collective: str
+    bytes: int
+    dtype: CommDtype
+    nproc: int
+    backend: Backend
+    device: Literal["cpu", "cuda"]
+
+
+class RingModel(BaseModel):
+    """The ring model fitted to the run: t = steps * latency + factor * bytes / bandwidth."""
+
+    model_config = RECORD
+
+    latency_us: float
+    bandwidth_gb_per_s: float | None
+    fitted_on: str
+    points: int
+    world_size: int
+    formula: str
+
+
+class CommSummary(BaseModel):
+    model_config = RECORD
+
+    ring_model: RingModel | None = None
+
+
 class CommBenchmark(DistributedBenchmark[CommConfig]):
     name = "comm"
     help = """\
@@ -115,6 +147,8 @@ class CommBenchmark(DistributedBenchmark[CommConfig]):
     renderer = "llmbench.report.dist:render_comm"
     plot = "llmbench.report.plots:comm"
     config_type = CommConfig
+    params_type = CommCase
+    summary_type = CommSummary
     metrics = (
         Metric("algbw_gb_per_s", "GB/s", "higher", "bytes / time (nccl-tests' algbw)",
                derived=True),
@@ -126,10 +160,14 @@ class CommBenchmark(DistributedBenchmark[CommConfig]):
         Metric("median_ms_per_rank", "ms", "info", "each rank's median time per call"),
         Metric("window_ms_by_rank", "ms", "info", "every rank's window samples, rank-major"),
         Metric("result_checked", "1", "info", "the result was checked after one call"),
-        Metric("peak_memory_bytes", "B", "lower", "the largest rank's peak above its start"),
+        # The collective's own buffers on CUDA (fixed by op, size and ranks), noise on a CPU:
+        # information, not a gate.
+        Metric("peak_memory_bytes", "B", "info", "the largest rank's peak above its start"),
         Metric("peak_memory_bytes_per_rank", "B", "info", "each rank's peak above its start"),
         Metric("peak_memory_method", "", "info", "how the peak was measured"),
-        Metric("peak_reserved_bytes", "B", "lower",
+        # One process per rank runs every case and the allocator's cache is not emptied between
+        # them: a case reports the largest buffer of any case before it.
+        Metric("peak_reserved_bytes", "B", "info",
                "the largest rank's caching-allocator reserve (CUDA)"),
     )
     case_target = "llmbench.benches.comm:run_case"

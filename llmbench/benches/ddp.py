@@ -30,18 +30,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from llmbench.benches.distributed import GROUP_PANEL, DistConfig, DistributedBenchmark
+from llmbench.benches.distributed import GROUP_PANEL, Backend, DistConfig, DistributedBenchmark
 from llmbench.benches.training import (
     MODEL_PANEL,
+    TrainingCase,
     TrainingConfig,
     case_params,
     resolve_device,
     run_args,
 )
 from llmbench.core.benchmark import CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import ERROR_FLOOR, RECORD, Metric, Opt
 from llmbench.core.flags import BATCH, flag_like
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.results import CaseResult
@@ -96,6 +97,35 @@ class DDPConfig(TrainingConfig, DistConfig):
         return v
 
 
+class DDPCase(TrainingCase):
+    """A case's params (`case_params`): one strategy on the group's ranks."""
+
+    strategy: Literal["ddp", "fsdp"]
+    nproc: int
+    backend: Backend
+
+
+class ZeroRow(BaseModel):
+    """One row of the ZeRO table: a model's per-rank model-state bytes at stages 0-3."""
+
+    model_config = RECORD
+
+    model: str
+    params: int
+    scheme: str
+    ranks: int
+    bytes_per_param: list[int]
+    bytes_per_rank: dict[str, float]
+
+
+class DDPSummary(BaseModel):
+    model_config = RECORD
+
+    params: int = 0
+    zero: list[ZeroRow] = []
+    zero_formula: str | None = None
+
+
 def zero_rows(params: int, name: str, scheme: str | zero.StateBytes, label: str,
               ranks: list[int]) -> list[dict[str, Any]]:
     s = zero.SCHEMES[scheme] if isinstance(scheme, str) else scheme
@@ -118,6 +148,8 @@ class DDPBenchmark(DistributedBenchmark[DDPConfig]):
     renderer = "llmbench.report.dist:render_ddp"
     no_plot = "two strategies and a ZeRO table: nothing to draw a line through"
     config_type = DDPConfig
+    params_type = DDPCase
+    summary_type = DDPSummary
     metrics = (
         Metric("tokens_per_s", "tok/s", "higher", "tokens per second over all ranks",
                derived=True),
@@ -130,17 +162,21 @@ class DDPBenchmark(DistributedBenchmark[DDPConfig]):
         Metric("gradient_bytes", "B", "info", "bytes of every fp32 gradient (global sizes)"),
         Metric("peak_memory_bytes", "B", "lower", "the largest rank's step peak above its state"),
         Metric("peak_allocated_bytes", "B", "lower", "the largest rank's max allocated (CUDA)"),
-        Metric("peak_reserved_bytes", "B", "lower", "the largest rank's max reserved (CUDA)"),
-        Metric("peak_rss_bytes", "B", "lower", "the largest rank's resident-set peak (CPU)"),
+        # Absolute, and left over from the cases before (the allocator's cache, the process's
+        # resident set): information; peak_memory_bytes gates the step.
+        Metric("peak_reserved_bytes", "B", "info", "the largest rank's max reserved (CUDA)"),
+        Metric("peak_rss_bytes", "B", "info", "the largest rank's resident-set peak (CPU)"),
         Metric("model_state_bytes", "B", "lower",
                "the largest rank's weights + gradients + optimizer state"),
         Metric("*_bytes_per_rank", "B", "info", "the figure of each rank"),
         Metric("predicted_state_bytes", "B", "info", "ZeRO's formula for model_state_bytes"),
         Metric("zero_stage", "1", "info", "the ZeRO stage of the strategy"),
         Metric("grad_max_abs_error", "abs", "lower",
-               "max |gradient - one process's on the global batch|", family="error"),
+               "max |gradient - one process's on the global batch|", family="error",
+               floor=ERROR_FLOOR),
         Metric("grad_rel_error", "rel", "lower",
-               "grad_max_abs_error / the reference's max |gradient|", family="error"),
+               "grad_max_abs_error / the reference's max |gradient|", family="error",
+               derived=True),
     )
     case_target = "llmbench.benches.ddp:run_case"
 

@@ -18,17 +18,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from llmbench.benches.training import (
     MODEL_PANEL,
+    TrainingCase,
     TrainingConfig,
     case_params,
     resolve_device,
     run_args,
 )
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
 from llmbench.core.flags import MODEL, flag_like
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported
@@ -78,6 +79,37 @@ class OptimConfig(TrainingConfig):
         return list(dict.fromkeys(v)) if v else None
 
 
+class OptimCase(TrainingCase):
+    """A case's params: an optimizer measured, or the decay comparison (with its steps)."""
+
+    optimizer: str
+    precision: Precision
+    steps: int | None = None
+
+
+class AnalyticRow(BaseModel):
+    """One optimizer's analytic training memory (`analytic_breakdown`)."""
+
+    model_config = RECORD
+
+    optimizer: str
+    params: int
+    weights_bytes: int
+    gradients_bytes: int
+    states_bytes: int | None = None  # None: factored (adafactor)
+    total_bytes: int
+    bytes_per_param: float
+    rule: str
+
+
+class OptimSummary(BaseModel):
+    model_config = RECORD
+
+    params: int
+    analytic: list[AnalyticRow] = Field(default_factory=list)
+    rule_of_thumb: str = ""
+
+
 def parse_param_count(text: str) -> int | None:
     """'7b' -> 7e9, '1.5B' -> 1.5e9, '350m' -> 3.5e8; None if it is not such a size."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mMbB])\s*", text)
@@ -125,14 +157,17 @@ class OptimBenchmark(Benchmark[OptimConfig]):
     renderer = "llmbench.report.training:render_optim"
     plot = "llmbench.report.plots:optim"
     config_type = OptimConfig
+    params_type = OptimCase
+    summary_type = OptimSummary
     metrics = (
         Metric("params", "1", "info", "the model's parameters"),
         Metric("state_bytes", "B", "lower", "the optimizer's state, from its tensors"),
         Metric("analytic_state_bytes", "B", "info", "the state predicted from the shapes"),
-        Metric("state_matches_analytic", "1", "info", "the state's bytes equal the prediction"),
-        Metric("state_bytes_per_param", "B", "info", "state bytes per parameter",
+        Metric("state_matches_analytic", "1", "info", "the state's bytes equal the prediction",
                derived=True),
-        Metric("elementwise_state_bytes_per_param", "B", "info",
+        Metric("state_bytes_per_param", "B/param", "info", "state bytes per parameter",
+               derived=True),
+        Metric("elementwise_state_bytes_per_param", "B/param", "info",
                "bytes per parameter of the state tensors shaped like their parameter",
                derived=True),
         Metric("weights_bytes", "B", "lower", "the weights' bytes"),

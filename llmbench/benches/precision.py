@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.hardware import HardwareInfo
 
 FORMATS = ("fp64", "fp32", "fp16", "bf16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
@@ -40,6 +40,12 @@ class PrecisionConfig(BaseModel):
         return list(dict.fromkeys(v))
 
 
+class PrecisionCase(BaseModel):
+    model_config = RECORD
+
+    format: str
+
+
 class PrecisionBenchmark(Benchmark[PrecisionConfig]):
     name = "precision"
     help = """Floating-point formats: bits, range, smallest normal and subnormal, epsilon, digits.
@@ -50,6 +56,7 @@ class PrecisionBenchmark(Benchmark[PrecisionConfig]):
     renderer = "llmbench.report.formats:render_precision"
     no_plot = "one row per number format: a table of exact values"
     config_type = PrecisionConfig
+    params_type = PrecisionCase
     metrics = (
         Metric("bits", "1", "info", "bits per number"),
         Metric("sign_bits", "1", "info", "sign bits"),

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.flags import LR
 from llmbench.core.hardware import HardwareInfo
 from llmbench.train.schedules import KINDS
@@ -66,6 +66,25 @@ class ScheduleConfig(BaseModel):
         return sorted(spread | {self.warmup})
 
 
+class ScheduleCase(BaseModel):
+    """A case's params: one schedule kind (min_lr_ratio 0 for all but cosine)."""
+
+    model_config = RECORD
+
+    kind: str
+    lr: float
+    total: int
+    warmup: int
+    min_lr_ratio: float
+    num_cycles: float
+
+
+class ScheduleSummary(BaseModel):
+    model_config = RECORD
+
+    steps_shown: list[int]
+
+
 class ScheduleBenchmark(Benchmark[ScheduleConfig]):
     name = "schedule"
     help = """\
@@ -78,6 +97,8 @@ class ScheduleBenchmark(Benchmark[ScheduleConfig]):
     renderer = "llmbench.report.formats:render_schedule"
     plot = "llmbench.report.plots:schedule"
     config_type = ScheduleConfig
+    params_type = ScheduleCase
+    summary_type = ScheduleSummary
     metrics = (
         Metric("lr_curve", "1", "info", "the learning rate at every step"),
         Metric("lr_max", "1", "info", "the largest learning rate"),

@@ -3,10 +3,11 @@ knobs of their configs, device resolution, and the child-side set-up of one case
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmbench.core.declare import RECORD
 from llmbench.core.flags import BATCH, LR, MODEL, SEQ, Device, Seed, flag_like
 from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.timing import TimingPolicy
@@ -55,6 +56,18 @@ class TrainingConfig(BaseModel):
 
 def resolve_device(config: TrainingConfig, hw: HardwareInfo) -> str:
     return usable_device(config.device, hw)
+
+
+class TrainingCase(BaseModel):
+    """The params every training benchmark's case carries (`case_params`); each benchmark's
+    case model adds its own keys after these."""
+
+    model_config = RECORD
+
+    model: str
+    batch: int
+    seq: int
+    device: Literal["cpu", "cuda"] | None = None
 
 
 def case_params(config: TrainingConfig, **extra: Any) -> dict[str, Any]:

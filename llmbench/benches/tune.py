@@ -31,12 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench.benches.attention import TILE_KEYS, AttentionBenchmark, AttentionConfig
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt, flag_of
+from llmbench.core.declare import RECORD, Metric, Opt, flag_of
 from llmbench.core.errors import UsageError, first_problem
 from llmbench.core.flags import BATCH, DTYPE, HEADS, SEQ, Device, flag_like
 from llmbench.core.hardware import HardwareInfo, gpu_default_dtype
 from llmbench.core.profiles import (
     AttentionTile,
+    KernelTile,
     Profile,
     ProfileError,
     load_profile,
@@ -133,6 +134,74 @@ class TuneConfig(BaseModel):
                                       self.num_stages))
 
 
+class TuneCase(BaseModel):
+    """A case's params: a timed config (an attention case of the Triton kernel, its forward
+    tile the config tried) or, with compile_only, one kernel compiled for one target."""
+
+    model_config = RECORD
+
+    impl: str | None = None  # timed only, from here to kv_heads
+    seq: int | None = None
+    batch: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    arch: str | None = None  # compile-only: the target
+    head_dim: int
+    kernel: Literal["fwd", "bwd_delta", "bwd_dkdv", "bwd_dq"] | None = None  # compile-only
+    dtype: Literal["fp32", "fp16", "bf16"]
+    causal: bool
+    mode: Literal["fwd", "fwd+bwd"] | None = None  # timed only, and device
+    device: Literal["cpu", "cuda"] | None = None
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    dkdv: KernelTile | None = None  # timed: the profile's backward tiles
+    dq: KernelTile | None = None
+    tiles: Literal["profile", "grid"] | None = None  # compile-only: where the tile came from
+    profile: str | None = None  # compile-only: the profile that gave the tiles
+
+
+class TuneWinner(BaseModel):
+    """The best forward tile at one head dim."""
+
+    model_config = RECORD
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    throughput_tflops: float
+
+
+class TuneTarget(BaseModel):
+    """Compile-only: how the kernels compiled for one target fit."""
+
+    model_config = RECORD
+
+    profile: str
+    dtype: Literal["fp32", "fp16", "bf16"]
+    shared_memory_limit_bytes: int | None
+    cases: int
+    fit: int
+    max_shared_memory_bytes: int
+
+
+class TuneSummary(BaseModel):
+    """Timed: the winners per head dim (str) and how many configs ran; compile-only: per
+    target, how many kernels fit."""
+
+    model_config = RECORD
+
+    winners: dict[str, TuneWinner] = {}  # timed, from here to configs_pruned
+    base_profile: str | None = None
+    configs_run: int = 0
+    configs_pruned: int = 0
+    compile_only: bool = False  # compile-only from here on
+    targets: dict[str, TuneTarget] = {}
+    tiles: Literal["profile", "grid"] | None = None
+
+
 def check_space(config: TuneConfig) -> None:
     """Every value of the search space must make a valid tile (one-line error otherwise)."""
     for bm, bn, w, s in itertools.product(config.block_m, config.block_n, config.num_warps,
@@ -200,6 +269,8 @@ class TuneBenchmark(Benchmark[TuneConfig]):
                             str(config.write_profile))
         return f"wrote {config.write_profile}: use it with --profile {config.write_profile}"
     config_type = TuneConfig
+    params_type = TuneCase
+    summary_type = TuneSummary
     metrics = (
         *(m for m in AttentionBenchmark.metrics if m.name in _ATTENTION_CASE_METRICS),
         Metric("of_best_pct", "%", "higher", "TFLOP/s as a share of the best at its head dim",
@@ -207,7 +278,7 @@ class TuneBenchmark(Benchmark[TuneConfig]):
         # --compile-only
         Metric("shared_memory_bytes", "B", "lower", "shared memory the compiled kernel needs"),
         Metric("shared_memory_limit_bytes", "B", "info", "shared memory the target gives a block"),
-        Metric("registers", "1", "info", "registers per thread of the compiled kernel"),
+        Metric("registers", "1", "lower", "registers per thread of the compiled kernel"),
         Metric("stack_frame_bytes", "B", "lower", "the compiled kernel's stack frame"),
         Metric("ptxas_release", "", "info", "the ptxas that compiled it"),
     )

@@ -175,6 +175,11 @@ def compare_metric(label: str, case: str, name: str, base: Any, new: Any, *, thr
         return None
     direction = declared.better
     (bv, bs), (nv, ns) = b, n
+    if declared.floor is not None and max(abs(bv), abs(nv)) <= declared.floor:
+        return MetricComparison(
+            label=label, case=case, metric=name, direction=direction, base=bv, new=nv,
+            change=0.0, threshold=threshold, verdict="within-threshold",
+            note=f"{name}: both sides within its floor of {declared.floor:g}: rounding")
     if bv == nv:
         change = 0.0
     elif bv == 0:

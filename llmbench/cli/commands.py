@@ -232,16 +232,13 @@ def register(app: typer.Typer, benchmarks: list[type[Benchmark]]) -> None:
         group.command(name=words[1])(command_for(bench))
 
 
-def check(args: list[str]) -> None:
-    """Parse `llmbench ARGS...` (a benchmark's command line) into its config and resolve it
-    against this machine, as the command would before running: a UsageError (or click's
-    error) on bad input. Nothing runs and no process state changes (suite validation)."""
+def parse(args: list[str]) -> tuple[type[Benchmark], BaseModel, dict[str, Any]]:
+    """`llmbench ARGS...` (a benchmark's command line) as (its benchmark, its validated
+    config, the command's parameters): a UsageError (or click's error) on bad input."""
     import typer
 
     from llmbench import benches
     from llmbench.cli.app import app
-    from llmbench.core import hardware
-    from llmbench.core.profiles import select_profile
 
     bench = benches.by_command(args)
     if bench is None:
@@ -252,7 +249,16 @@ def check(args: list[str]) -> None:
     with command.make_context(" ".join(bench.words()), list(args[len(bench.words()):]),
                               resilient_parsing=False) as ctx:
         params = dict(ctx.params)
-    config = build(bench, params)
+    return bench, build(bench, params), params
+
+
+def check(args: list[str]) -> None:
+    """Parse `llmbench ARGS...` and resolve its config against this machine, as the command
+    would before running. Nothing runs and no process state changes (suite validation)."""
+    from llmbench.core import hardware
+    from llmbench.core.profiles import select_profile
+
+    bench, config, params = parse(args)
     instance = bench()
     hw = hardware.detect()
     resolved = instance.resolve(config, hw)

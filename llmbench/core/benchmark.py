@@ -73,6 +73,11 @@ class Benchmark(ABC, Generic[C]):
     no_plot: ClassVar[str | None] = None
     # True: the cases run on the ranks of a process group (llmbench.dist).
     distributed: ClassVar[bool] = False
+    # A case's params and the document's summary as typed models: what the renderers and plots
+    # read (`llmbench.benches.params_of`, `summary_of`). Under LLMBENCH_STRICT_METRICS=1 the
+    # runner checks every case and summary against them.
+    params_type: ClassVar[type[BaseModel] | None] = None
+    summary_type: ClassVar[type[BaseModel] | None] = None
     # "package.module:function" that runs one case in the (isolated) child. It receives
     # {"params": ..., **run_args} and returns the case's metrics as a dict.
     case_target: ClassVar[str]

@@ -15,9 +15,12 @@ these declarations; nothing else lists a benchmark's options or metrics.
 from __future__ import annotations
 
 import fnmatch
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 Parse = Literal["sweep", "sizes", "bytes"]
 Better = Literal["lower", "higher", "info"]
@@ -78,6 +81,8 @@ class Metric:
     - `derived`: computed from other metrics of the run (throughput from time, a speed-up from
       two cases): exports and plots show it, `compare` judges the measurement it comes from.
     - `family`: the suite threshold family (time, memory, error); by default from the unit.
+    - `floor`: an absolute value below which a change is rounding, not a regression (an error
+      of 0.0 that becomes 1e-9 is an infinite relative change, and means nothing).
     """
 
     name: str
@@ -86,6 +91,7 @@ class Metric:
     help: str = ""
     derived: bool = False
     family: Family | None = None
+    floor: float | None = None
 
     def matches(self, name: str) -> bool:
         return name == self.name or ("*" in self.name and fnmatch.fnmatchcase(name, self.name))
@@ -103,7 +109,7 @@ class Metric:
 
     def as_json(self) -> dict[str, Any]:
         return {"unit": self.unit, "better": self.better, "derived": self.derived,
-                "family": self.threshold_family, "help": self.help}
+                "family": self.threshold_family, "floor": self.floor, "help": self.help}
 
 
 def find(metrics: Iterable[Metric], name: str) -> Metric | None:
@@ -126,6 +132,10 @@ class PlotSpec:
     title: str = ""
 
 
+# The floor of the numerical-error metrics (max |x - reference|): fp32 rounding sits below it,
+# so an error of 0.0 that becomes 3e-8 is not a regression; bf16's ~1e-2 is far above it.
+ERROR_FLOOR = 1e-6
+
 # Metrics every timed case may carry (core.timing and core.gpu_state add them): declared here
 # once, found by every benchmark after its own.
 COMMON: tuple[Metric, ...] = (
@@ -134,3 +144,47 @@ COMMON: tuple[Metric, ...] = (
     Metric("gpu_sm_clock_*", "MHz", "info", "the GPU's SM clock while the case ran"),
     Metric("gpu_temperature_*", "C", "info", "the GPU's temperature while the case ran"),
 )
+
+
+# The model config of a case's params and a summary as renderers read them (`params_type`,
+# `summary_type`): frozen, and keys this llmbench does not know (a document of another
+# version) are ignored when reading; the runner's strict mode finds undeclared keys, nested
+# ones included (`unknown_keys`).
+RECORD = ConfigDict(frozen=True, extra="ignore")
+
+
+def _models_in(annotation: Any, container: str = "") -> list[tuple[type[BaseModel], str]]:
+    """The pydantic models an annotation holds, each with how it is held: "" (X, X | None),
+    "list" (list[X]) or "dict" (dict[str, X])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(annotation, container)]
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (list, tuple):
+        return [m for arg in args for m in _models_in(arg, "list")]
+    if origin is dict:
+        return _models_in(args[1], "dict") if len(args) == 2 else []
+    return [m for arg in args for m in _models_in(arg, container)]
+
+
+def unknown_keys(model: type[BaseModel], data: Any, path: str = "") -> list[str]:
+    """Keys of `data` that `model` does not declare, as dotted paths, nested models (also in
+    lists and dicts) included."""
+    if not isinstance(data, dict):
+        return []
+    out = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            out.append(f"{path}{key}")
+            continue
+        for inner, container in _models_in(field.annotation):
+            if container == "list" and isinstance(value, list):
+                items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+            elif container == "dict" and isinstance(value, dict):
+                items = [(f"{key}.{k}", v) for k, v in value.items()]
+            else:
+                items = [(key, value)]
+            for where, item in items:
+                out += unknown_keys(inner, item, f"{path}{where}.")
+    return out

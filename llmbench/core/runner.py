@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmbench import __version__
 from llmbench.core import gpu_state, hardware, memory
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
+from llmbench.core.declare import unknown_keys
+from llmbench.core.errors import one_line
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.isolate import Outcome, run_inline, run_isolated
 from llmbench.core.profiles import ProfileChoice, select_profile
@@ -133,12 +135,39 @@ def undeclared_metrics(bench: Benchmark, case: CaseResult) -> list[str]:
 
 
 def _declared_only(bench: Benchmark, case: CaseResult) -> CaseResult:
-    names = undeclared_metrics(bench, case)
-    if not names or case.status != "ok":
+    problem = _params_problem(bench, case.params)
+    names = undeclared_metrics(bench, case) if case.status == "ok" else []
+    if names:
+        problem = (f"undeclared metric(s) {', '.join(names)}: declare them in "
+                   f"{type(bench).__name__}.metrics")
+    if problem is None:
         return case
-    return case.model_copy(update={
-        "status": "error", "reason": f"undeclared metric(s) {', '.join(names)}: declare them "
-        f"in {type(bench).__name__}.metrics"})
+    return case.model_copy(update={"status": "error", "reason": problem})
+
+
+def _params_problem(bench: Benchmark, params: dict[str, Any]) -> str | None:
+    """Why `params` do not match the benchmark's declared params type, or None."""
+    if bench.params_type is None:
+        return None
+    unknown = unknown_keys(bench.params_type, params)
+    if unknown:
+        return (f"undeclared param(s) {', '.join(unknown)}: declare them in "
+                f"{bench.params_type.__name__}")
+    try:
+        bench.params_type.model_validate(params)
+    except ValueError as exc:
+        return f"params do not match {bench.params_type.__name__}: {one_line(str(exc))}"
+    return None
+
+
+def _check_summary(bench: Benchmark, summary: dict[str, Any]) -> None:
+    if bench.summary_type is None or not summary:
+        return
+    unknown = unknown_keys(bench.summary_type, summary)
+    if unknown:
+        raise RuntimeError(f"undeclared summary field(s) {', '.join(unknown)}: declare them "
+                           f"in {bench.summary_type.__name__}")
+    bench.summary_type.model_validate(summary)
 
 
 def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | None = None,
@@ -162,6 +191,7 @@ def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | 
         cases, summary = bench.summarize(config, cases, ctx)
         if os.environ.get(STRICT_METRICS) == "1":
             cases = [_declared_only(bench, c) for c in cases]
+            _check_summary(bench, summary)
         return ResultDocument(tool=ToolInfo(version=__version__), benchmark=bench.name,
                               env=env, config=config.model_dump(mode="json"), cases=cases,
                               summary=summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from llmbench.benches import params_of, summary_of
 from llmbench.core.results import CaseResult, ResultDocument
 from llmbench.core.units import format_bytes
 from llmbench.report.formats import sparkline
@@ -74,17 +75,16 @@ def render(doc: ResultDocument, console: Console) -> None:
     print_lines(console, lines)
     for c in doc.cases:
         if c.ok:
-            _details(c, console)
-    saved = doc.summary.get("precompute_ref_saved_bytes")
+            _details(c, params_of(doc, c).method, console)
+    saved = summary_of(doc).precompute_ref_saved_bytes
     if saved:
         console.print(f"--precompute-ref: the reference model is freed after one pass; peak "
-                      f"memory {format_bytes(saved['peak'])} lower, "
-                      f"{format_bytes(saved['models'])} less held in models", highlight=False)
+                      f"memory {format_bytes(saved.peak)} lower, "
+                      f"{format_bytes(saved.models)} less held in models", highlight=False)
 
 
-def _details(c: CaseResult, console: Console) -> None:
+def _details(c: CaseResult, method: str, console: Console) -> None:
     m = c.metrics
-    method = c.params["method"]
     console.print(f"\n[bold]{c.name}[/]: holds {_roles(m)}", highlight=False)
     final = []
     for key in LOGGED.get(method, []):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from llmbench.benches import params_of, summary_of
 from llmbench.core.results import ResultDocument
 from llmbench.core.units import format_bytes
 from llmbench.report.tables import (
@@ -43,13 +44,12 @@ def render(doc: ResultDocument, console: Console) -> None:
                          ("mem ÷", "right")]:
         table.add_column(col, justify=justify)
     for case in doc.cases:
-        m = case.metrics
+        m, p = case.metrics, params_of(doc, case)
         median, iqr = time_cells(case.time())
-        mask = ["causal" if case.params.get("window") is None
-                 else f"window {case.params['window']}"] if windowed else []
-        kv = [str(case.params.get("kv_seq", case.params["seq"]))] if kv_seq else []
+        mask = ["causal" if p.window is None else f"window {p.window}"] if windowed else []
+        kv = [str(p.seq if p.kv_seq is None else p.kv_seq)] if kv_seq else []
         table.add_row(
-            case.params["impl"], str(case.params["seq"]), *kv, *mask, status_cell(case), median,
+            p.impl, str(p.seq), *kv, *mask, status_cell(case), median,
             iqr,
             str(case.time().n) if case.time() else "-",
             number(m.get("throughput_tflops"), "{:.3g}"),
@@ -61,7 +61,7 @@ def render(doc: ResultDocument, console: Console) -> None:
             number(m.get("memory_reduction_vs_standard_x"), "{:.1f}x"),
         )
     console.print(table)
-    lines = reasons(doc.cases, key=lambda c: c.params["impl"])
+    lines = reasons(doc.cases, key=lambda c: params_of(doc, c).impl)
     note = noisy_note(doc.cases)
     if note:
         lines.append(note)
@@ -72,7 +72,7 @@ def render(doc: ResultDocument, console: Console) -> None:
         if "grad_check_kv_seq" in worst.metrics:
             at += f", kv seq {worst.metrics['grad_check_kv_seq']}"
         lines.append(f"gradients vs fp64 at {at}: worst max abs error "
-                     f"{worst.metrics['grad_max_abs_error']:.1e} ({worst.params['impl']})")
+                     f"{worst.metrics['grad_max_abs_error']:.1e} ({params_of(doc, worst).impl})")
     tiles = {c.metrics["launched_tile"] for c in doc.cases if c.ok and "launched_tile" in c.metrics}
     lines += [f"triton launched with {t}" for t in sorted(tiles)]
     print_lines(console, lines)
@@ -80,11 +80,11 @@ def render(doc: ResultDocument, console: Console) -> None:
 
 
 def _render_varlen(doc: ResultDocument, console: Console) -> None:
-    cfg, summary = doc.config, doc.summary
+    cfg, summary = doc.config, summary_of(doc)
     console.print(header(doc), highlight=False)
-    lengths = summary["lengths"]
-    console.print(f"{len(lengths)} sequences, {summary['total_tokens']:,} tokens (longest "
-                  f"{summary['longest']:,}) · heads {cfg['heads']} (kv {cfg['kv_heads']}) · "
+    lengths = summary.lengths or []
+    console.print(f"{len(lengths)} sequences, {summary.total_tokens:,} tokens (longest "
+                  f"{summary.longest:,}) · heads {cfg['heads']} (kv {cfg['kv_heads']}) · "
                   f"head dim {cfg['head_dim']} · {cfg['dtype']} · "
                   f"{'causal' if cfg['causal'] else 'non-causal'} · {cfg['mode']}",
                   highlight=False)
@@ -105,26 +105,26 @@ def _render_varlen(doc: ResultDocument, console: Console) -> None:
                       number(m.get("wasted_flops_pct"), "{:.1f} %"),
                       number(m.get("max_abs_error"), "{:.1e}"))
     console.print(table)
-    lines = reasons(doc.cases, key=lambda c: c.params["impl"])
-    lines.append(f"padding to the longest computes {summary['padded_flops']:.3g} FLOPs for "
-                 f"{summary['useful_flops']:.3g} needed: {summary['padded_flops_wasted_pct']:.1f}"
+    lines = reasons(doc.cases, key=lambda c: params_of(doc, c).impl)
+    lines.append(f"padding to the longest computes {summary.padded_flops:.3g} FLOPs for "
+                 f"{summary.useful_flops:.3g} needed: {summary.padded_flops_wasted_pct:.1f}"
                  " % wasted; eff. TFLOP/s counts the needed FLOPs only")
     print_lines(console, lines)
 
 
 def _render_summary(doc: ResultDocument, console: Console) -> None:
-    summary = doc.summary
-    window = summary.get("window") or {}
+    summary = summary_of(doc)
+    window = summary.window or {}
     if window:
         table = new_table()
         for col in ("impl", "window", "expected FLOP ratio", "time ratio", "memory ratio"):
             table.add_column(col, justify="left" if col == "impl" else "right")
         for key, w in window.items():
-            table.add_row(key, str(w["window"]), f"{w['expected_flop_ratio']:.3f}",
-                          f"{w['time_ratio']:.3f}", f"{w['memory_ratio']:.3f}")
+            table.add_row(key, str(w.window), f"{w.expected_flop_ratio:.3f}",
+                          f"{w.time_ratio:.3f}", f"{w.memory_ratio:.3f}")
         console.print("sliding window vs full causal at the same seq:", highlight=False)
         console.print(table)
-    scaling = summary.get("scaling") or {}
+    scaling = summary.scaling
     if scaling:
         console.print("scaling with seq: fitted exponent k in value ~ seq^k", highlight=False)
         table = new_table()
@@ -133,20 +133,20 @@ def _render_summary(doc: ResultDocument, console: Console) -> None:
         table.add_column("time k", justify="right")
         table.add_column("seqs", justify="left")
         for impl, fit in scaling.items():
-            table.add_row(impl, number(fit["memory_exponent"], "{:.2f}"),
-                          number(fit["time_exponent"], "{:.2f}"),
-                          ", ".join(map(str, fit["seqs"])))
+            table.add_row(impl, number(fit.memory_exponent, "{:.2f}"),
+                          number(fit.time_exponent, "{:.2f}"),
+                          ", ".join(map(str, fit.seqs)))
         console.print(table)
-    limit = summary.get("standard_limit") or {}
-    if limit.get("predicted_max_seq"):
+    limit = summary.standard_limit
+    if limit is not None and limit.predicted_max_seq:
         keys = doc.config.get("kv_seq")
-        line = (f"standard attention fits up to seq ≈ {limit['predicted_max_seq']:,}"
+        line = (f"standard attention fits up to seq ≈ {limit.predicted_max_seq:,}"
                 f"{f' against {keys:,} keys' if keys else ''} in the "
-                f"{format_bytes(limit['free_memory_bytes'])} free now (predicted)")
-        if limit.get("first_failed_seq"):
-            line += f"; in this run it first failed at seq {limit['first_failed_seq']:,}"
+                f"{format_bytes(limit.free_memory_bytes)} free now (predicted)")
+        if limit.first_failed_seq:
+            line += f"; in this run it first failed at seq {limit.first_failed_seq:,}"
         console.print(line, highlight=False)
-    peak = summary.get("peak_tflops")
+    peak = summary.peak_tflops
     if peak:
-        console.print(f"% peak is against {peak:.4g} TFLOP/s ({summary.get('peak_source')})",
+        console.print(f"% peak is against {peak:.4g} TFLOP/s ({summary.peak_source})",
                       highlight=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from llmbench.benches import params_of, summary_of
+from llmbench.benches.ddp import ZeroRow
 from llmbench.core.results import ResultDocument
 from llmbench.core.units import format_bytes, format_ms
 from llmbench.report.tables import (
@@ -47,26 +49,26 @@ def render_comm(doc: ResultDocument, console: Console) -> None:
         table.add_column(col, justify=justify)
     previous = None
     for case in doc.cases:
-        p, m = case.params, case.metrics
+        p, m = params_of(doc, case), case.metrics
         stats = case.time()
         median, iqr = time_cells(stats)
         predicted = m.get("predicted_time_ms")
         ratio = (f"{predicted / stats.median:.2f}x" if stats and predicted and stats.median
                  else "-")
-        name = p["collective"] if p["collective"] != previous else ""
-        previous = p["collective"]
-        table.add_row(name, format_bytes(p["bytes"]), median, iqr,
+        name = p.collective if p.collective != previous else ""
+        previous = p.collective
+        table.add_row(name, format_bytes(p.bytes), median, iqr,
                       number(m.get("algbw_gb_per_s"), "{:.3f}"),
                       number(m.get("busbw_gb_per_s"), "{:.3f}"),
                       format_ms(predicted) if predicted is not None else "-", ratio,
                       status_cell(case))
     console.print(table)
-    model = doc.summary.get("ring_model")
+    model = summary_of(doc).ring_model
     if model:
-        bw = model["bandwidth_gb_per_s"]
+        bw = model.bandwidth_gb_per_s
         console.print(
             f"ring model t = steps × α + busbw factor × size / B, fitted on "
-            f"{model['fitted_on']} ({model['points']} cases): α = {model['latency_us']:.3g} µs, "
+            f"{model.fitted_on} ({model.points} cases): α = {model.latency_us:.3g} µs, "
             + (f"B = {bw:.3g} GB/s" if bw else "B = ∞ (no size-dependent term)"),
             highlight=False)
     console.print("busbw = algbw × 2(n-1)/n (all_reduce), (n-1)/n (all_gather, reduce_scatter,"
@@ -89,10 +91,10 @@ DDP_ABSOLUTE_NOTES = {
 
 
 def render_ddp(doc: ResultDocument, console: Console) -> None:
-    cfg, summary = doc.config, doc.summary
+    cfg, summary = doc.config, summary_of(doc)
     console.print(header(doc), highlight=False)
     console.print(_group_line(doc, "steps") + f" · model {cfg['model']} "
-                  f"({summary.get('params', 0):,} parameters) · batch {cfg['batch']} × seq "
+                  f"({summary.params:,} parameters) · batch {cfg['batch']} × seq "
                   f"{cfg['seq']} per rank · AdamW", highlight=False)
     # The absolute peaks a run reported (CUDA: allocated and reserved; CPU: RSS).
     absolute = [(metric, col) for metric, col in DDP_ABSOLUTE_COLUMNS
@@ -113,7 +115,7 @@ def render_ddp(doc: ResultDocument, console: Console) -> None:
         share = m.get("comm_share_pct")
         stage = m.get("zero_stage")
         table.add_row(
-            case.params["strategy"], median, iqr,
+            params_of(doc, case).strategy, median, iqr,
             format_ms(no_sync["median"]) if isinstance(no_sync, dict) else
             (format_ms(no_sync.median) if no_sync is not None else "-"),
             format_ms(allreduce.median if hasattr(allreduce, "median") else
@@ -134,7 +136,7 @@ def render_ddp(doc: ResultDocument, console: Console) -> None:
     for metric, _ in absolute:
         if metric in DDP_ABSOLUTE_NOTES:
             console.print(DDP_ABSOLUTE_NOTES[metric], highlight=False)
-    rows = summary.get("zero") or []
+    rows = summary.zero
     if rows:
         console.print(_zero_table(rows))
     lines = reasons(doc.cases, key=lambda c: c.name)
@@ -142,7 +144,7 @@ def render_ddp(doc: ResultDocument, console: Console) -> None:
     print_lines(console, lines + ([note] if note else []))
 
 
-def _zero_table(rows: list[dict[str, object]]) -> Table:
+def _zero_table(rows: list[ZeroRow]) -> Table:
     zt = new_table("\nZeRO model-state memory per rank (weights + gradients + optimizer "
                    "states; activations come on top)")
     for col, justify in [("model", "left"), ("parameters", "right"), ("bytes/param", "left"),
@@ -151,6 +153,6 @@ def _zero_table(rows: list[dict[str, object]]) -> Table:
                          ("stage 3 (FSDP)", "right")]:
         zt.add_column(col, justify=justify)
     for row in rows:
-        zt.add_row(row["model"], f"{row['params']:,}", row["scheme"], str(row["ranks"]),
-                   *(format_bytes(row["bytes_per_rank"][str(s)]) for s in range(4)))
+        zt.add_row(row.model, f"{row.params:,}", row.scheme, str(row.ranks),
+                   *(format_bytes(row.bytes_per_rank[str(s)]) for s in range(4)))
     return zt

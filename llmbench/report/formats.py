@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from llmbench.benches import summary_of
 from llmbench.core.results import ResultDocument
 from llmbench.report.tables import header, new_table, print_lines, reasons
 
@@ -69,7 +70,7 @@ def render_schedule(doc: ResultDocument, console: Console) -> None:
     console.print(f"[bold]schedule[/]: lr {cfg['lr']:g} · {cfg['total']:,} steps · warmup "
                   f"{cfg['warmup']:,} (linear from 0) · cosine floor {cfg['min_lr_ratio']:g} × "
                   f"lr, {cfg['num_cycles']:g} cycles", highlight=False)
-    steps = doc.summary["steps_shown"]
+    steps = summary_of(doc).steps_shown
     ok = [c for c in doc.cases if c.ok]
     table = new_table()
     table.add_column("step", justify="right")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
+from llmbench.benches import params_of, summary_of
 from llmbench.core.results import ResultDocument
 from llmbench.core.units import format_bytes
 from llmbench.models.presets import layout_name
@@ -22,6 +23,9 @@ from llmbench.report.tables import (
     time_cells,
 )
 
+if TYPE_CHECKING:
+    from llmbench.benches.kvcache import KVAnalyticRow
+
 
 def render(doc: ResultDocument, console: Console) -> None:
     console.print(header(doc), highlight=False)
@@ -33,23 +37,24 @@ def render(doc: ResultDocument, console: Console) -> None:
 def _analytic(doc: ResultDocument, console: Console) -> None:
     """The architecture, and the cache size of every KV head count (with a budget, the longest
     context and largest batch that fit)."""
-    cfg, arch = doc.config, doc.summary["architecture"]
-    layout = layout_name(arch["heads"], arch["kv_heads"])
-    context = f", context {arch['context']:,}" if arch.get("context") else ""
+    cfg, summary = doc.config, summary_of(doc)
+    arch = summary.architecture
+    layout = layout_name(arch.heads, arch.kv_heads)
+    context = f", context {arch.context:,}" if arch.context else ""
     console.print(
-        f"[bold]{arch['name']}[/]: {arch['layers']} layers, {arch['heads']} heads, "
-        f"{arch['kv_heads']} KV heads ({layout}), head dim {arch['head_dim']}{context}",
+        f"[bold]{arch.name}[/]: {arch.layers} layers, {arch.heads} heads, "
+        f"{arch.kv_heads} KV heads ({layout}), head dim {arch.head_dim}{context}",
         highlight=False)
     console.print(f"KV cache at seq {cfg['seq']:,} · batch {cfg['batch']} · {cfg['dtype']} "
                   f"(bytes per token = 2 × layers × kv heads × head dim × bytes)", highlight=False)
     budget = cfg.get("memory_bytes")
-    console.print(_analytic_table(doc.summary["analytic"], cfg, budget))
+    console.print(_analytic_table(summary.analytic, cfg, budget))
     if budget:
         console.print(f"(cache only: weights and activations need memory too; the model was "
-                      f"trained to {arch.get('context') or '?'} tokens)", highlight=False)
+                      f"trained to {arch.context or '?'} tokens)", highlight=False)
 
 
-def _analytic_table(rows: list[dict[str, Any]], cfg: dict[str, Any], budget: int | None
+def _analytic_table(rows: list[KVAnalyticRow], cfg: dict[str, Any], budget: int | None
                     ) -> Table:
     table = new_table()
     for col, justify in [("variant", "left"), ("kv heads", "right"), ("bytes/token", "right"),
@@ -59,26 +64,26 @@ def _analytic_table(rows: list[dict[str, Any]], cfg: dict[str, Any], budget: int
         table.add_column(f"max context in {format_bytes(budget)}", justify="right")
         table.add_column(f"max batch at {cfg['seq']:,}", justify="right")
     for row in rows:
-        name = row["variant"] + (" ← published" if row["published"] else "")
-        cells = [f"[bold]{name}[/]" if row["published"] else name, str(row["kv_heads"]),
-                 f"{row['bytes_per_token']:,}", format_bytes(row["total_bytes"]),
-                 f"{row['saving_vs_mha_pct']:.1f} %"]
+        name = row.variant + (" ← published" if row.published else "")
+        cells = [f"[bold]{name}[/]" if row.published else name, str(row.kv_heads),
+                 f"{row.bytes_per_token:,}", format_bytes(row.total_bytes),
+                 f"{row.saving_vs_mha_pct:.1f} %"]
         if budget:
-            cells += [f"{row['max_context']:,}", f"{row['max_batch']:,}"]
+            cells += [f"{row.max_context:,}", f"{row.max_batch:,}"]
         table.add_row(*cells)
     return table
 
 
 def _measured(doc: ResultDocument, console: Console) -> None:
     """The scaled-down copy's measured cache bytes and decode speed per variant."""
-    copy = doc.summary["scaled_copy"]
-    first = doc.cases[0].params
+    copy = summary_of(doc).scaled_copy
+    first = params_of(doc, doc.cases[0])
     console.print(
         f"\nmeasured on a scaled-down copy built with llmbench's transformer: "
-        f"{copy['layers']} layers (of {copy['of_layers']}), head dim {copy['head_dim']} "
-        f"(of {copy['of_head_dim']}), width {copy['dim']}, same {copy['heads']} query heads; "
-        f"context {first['context']:,}, {first['dtype']}, {first['device']}, attention "
-        f"{first['impl']}", highlight=False)
+        f"{copy.layers} layers (of {copy.of_layers}), head dim {copy.head_dim} "
+        f"(of {copy.of_head_dim}), width {copy.dim}, same {copy.heads} query heads; "
+        f"context {first.context:,}, {first.dtype}, {first.device}, attention "
+        f"{first.impl}", highlight=False)
     table = new_table()
     for col, justify in [("variant", "left"), ("kv heads", "right"), ("status", "left"),
                          ("cache bytes", "right"), ("= formula", "left"),
@@ -89,15 +94,16 @@ def _measured(doc: ResultDocument, console: Console) -> None:
         m = case.metrics
         median, iqr = time_cells(case.time())
         match = m.get("cache_matches_formula")
+        p = params_of(doc, case)
         table.add_row(
-            case.params["variant"], str(case.params["kv_heads"]), status_cell(case),
+            p.variant, str(p.kv_heads), status_cell(case),
             f"{m['cache_bytes']:,}" if "cache_bytes" in m else "-",
             "-" if match is None else ("[green]yes[/]" if match else "[red]NO[/]"),
             bytes_cell(m.get("peak_memory_bytes")), median, iqr,
             number(m.get("decode_tokens_per_s"), "{:,.0f}"),
             number(m.get("speedup_vs_mha_x"), "{:.2f}x"))
     console.print(table)
-    lines = reasons(doc.cases, key=lambda c: c.params["variant"])
+    lines = reasons(doc.cases, key=lambda c: params_of(doc, c).variant)
     note = noisy_note(doc.cases)
     if note:
         lines.append(note)

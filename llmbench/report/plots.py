@@ -58,38 +58,49 @@ def _loglog(axes: list[tuple[Any, str]], xlabel: str) -> None:
     axes[0][0].legend(fontsize=8)
 
 
+def _typed(doc: ResultDocument) -> list[tuple[Any, CaseResult]]:
+    """(typed params, case) of every ok case."""
+    from llmbench.benches import params_of
+
+    return [(params_of(doc, c), c) for c in _ok(doc)]
+
+
 def attention(doc: ResultDocument) -> list[Figure]:
-    cases = _ok(doc)
-    impls = list(dict.fromkeys(c.params["impl"] for c in cases))
-    if not cases or len({c.params["seq"] for c in cases}) < 2:
+    cases = _typed(doc)
+    impls = list(dict.fromkeys(p.impl for p, _ in cases))
+    if not cases or len({p.seq for p, _ in cases}) < 2:
         return []
     fig, (t_ax, m_ax) = _subplots(2)
     for impl in impls:
-        cs = sorted((c for c in cases if c.params["impl"] == impl), key=lambda c: c.params["seq"])
-        seqs = [c.params["seq"] for c in cs]
-        t_ax.plot(seqs, [c.time().median for c in cs], marker="o", label=impl)
-        m_ax.plot(seqs, [max(1, c.metrics["peak_memory_bytes"]) / 2**20 for c in cs],
+        cs = sorted(((p, c) for p, c in cases if p.impl == impl), key=lambda pc: pc[0].seq)
+        seqs = [p.seq for p, _ in cs]
+        t_ax.plot(seqs, [c.time().median for _, c in cs], marker="o", label=impl)
+        m_ax.plot(seqs, [max(1, c.metrics["peak_memory_bytes"]) / 2**20 for _, c in cs],
                   marker="o", label=impl)
     _loglog([(t_ax, "median time (ms)"), (m_ax, "peak memory (MiB)")], "sequence length")
     return [("attention: time and memory vs sequence length (log-log)", _png(fig))]
 
 
 def kvcache(doc: ResultDocument) -> list[Figure]:
-    rows = doc.summary.get("analytic") or []
+    from llmbench.benches import summary_of
+
+    if not doc.summary:
+        return []
+    summary = summary_of(doc)
+    rows = summary.analytic
     if not rows:
         return []
     fig, axes = _subplots(2 if _ok(doc) else 1)
-    names = [r["variant"] for r in rows]
-    axes[0].bar(names, [r["bytes_per_token"] / 1024 for r in rows],
-                color=["tab:orange" if r["published"] else "tab:blue" for r in rows])
+    names = [r.variant for r in rows]
+    axes[0].bar(names, [r.bytes_per_token / 1024 for r in rows],
+                color=["tab:orange" if r.published else "tab:blue" for r in rows])
     axes[0].set_ylabel("KV cache per token (KiB)")
-    axes[0].set_title(f"{doc.summary['architecture']['name']} ({doc.config['dtype']})",
-                      fontsize=9)
+    axes[0].set_title(f"{summary.architecture.name} ({doc.config['dtype']})", fontsize=9)
     axes[0].tick_params(axis="x", rotation=45)
-    cases = _ok(doc)
+    cases = _typed(doc)
     if cases:
-        axes[1].bar([c.params["variant"] for c in cases],
-                    [c.metrics["decode_tokens_per_s"] for c in cases], color="tab:green")
+        axes[1].bar([p.variant for p, _ in cases],
+                    [c.metrics["decode_tokens_per_s"] for _, c in cases], color="tab:green")
         axes[1].set_ylabel("decode tokens/s (scaled copy)")
     return [("KV-cache bytes per variant, and measured decode speed", _png(fig))]
 
@@ -127,14 +138,15 @@ def checkpoint(doc: ResultDocument) -> list[Figure]:
     ax.set_ylabel("activation memory (MiB)")
     ax.grid(True, alpha=0.3)
     figures.append(("checkpointing: memory vs overhead", _png(fig)))
-    policies = list(dict.fromkeys(c.params["policy"] for c in cases))
-    if len({c.params["layers"] for c in cases}) >= 2:
+    typed = [(p, c) for p, c in _typed(doc) if "overhead_pct" in c.metrics]
+    policies = list(dict.fromkeys(p.policy for p, _ in typed))
+    if len({p.layers for p, _ in typed}) >= 2:
         fig, (ax,) = _subplots(1)
         for policy in policies:
-            cs = sorted((c for c in cases if c.params["policy"] == policy),
-                        key=lambda c: c.params["layers"])
-            ax.plot([c.params["layers"] for c in cs],
-                    [c.metrics["activation_memory_bytes"] / 2**20 for c in cs], marker="o",
+            cs = sorted(((p, c) for p, c in typed if p.policy == policy),
+                        key=lambda pc: pc[0].layers)
+            ax.plot([p.layers for p, _ in cs],
+                    [c.metrics["activation_memory_bytes"] / 2**20 for _, c in cs], marker="o",
                     label=policy)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -197,16 +209,17 @@ def schedule(doc: ResultDocument) -> list[Figure]:
 
 
 def comm(doc: ResultDocument) -> list[Figure]:
-    cases = [c for c in _ok(doc) if c.time()]
-    if len({c.params["bytes"] for c in cases}) < 2:
+    cases = [(p, c) for p, c in _typed(doc) if c.time()]
+    if len({p.bytes for p, _ in cases}) < 2:
         return []
     fig, (t_ax, b_ax) = _subplots(2)
-    for name in dict.fromkeys(c.params["collective"] for c in cases):
-        cs = sorted((c for c in cases if c.params["collective"] == name),
-                    key=lambda c: c.params["bytes"])
-        sizes = [c.params["bytes"] for c in cs]
-        t_ax.plot(sizes, [c.time().median for c in cs], marker="o", label=name)
-        b_ax.plot(sizes, [c.metrics["busbw_gb_per_s"] for c in cs], marker="o", label=name)
+    for name in dict.fromkeys(p.collective for p, _ in cases):
+        cs = sorted(((p, c) for p, c in cases if p.collective == name),
+                    key=lambda pc: pc[0].bytes)
+        sizes = [p.bytes for p, _ in cs]
+        t_ax.plot(sizes, [c.time().median for _, c in cs], marker="o", label=name)
+        b_ax.plot(sizes, [c.metrics["busbw_gb_per_s"] for _, c in cs], marker="o",
+                  label=name)
     _loglog([(t_ax, "time per call (ms)"), (b_ax, "bus bandwidth (GB/s)")],
             "message size (bytes)")
     return [("comm: time and bus bandwidth vs message size (log-log)", _png(fig))]

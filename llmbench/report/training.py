@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
+from llmbench.benches import params_of, summary_of
 from llmbench.core.results import CaseResult, ResultDocument
 from llmbench.core.units import format_bytes
 from llmbench.report.tables import (
@@ -70,7 +71,7 @@ STATUS: Column = ("status", status_cell)
 def render_amp(doc: ResultDocument, console: Console) -> None:
     cfg = doc.config
     _training_header(doc, console, f" · {cfg['steps']} AdamW steps from one seed")
-    training = [c for c in doc.cases if c.params["variant"] != "underflow-demo"]
+    training = [c for c in doc.cases if params_of(doc, c).variant != "underflow-demo"]
     _table(doc, console, [
         CASE, STATUS, ("step", _median), ("IQR", _iqr),
         ("tokens/s", _m("tokens_per_s", "{:,.0f}")), ("peak mem", _b("peak_memory_bytes")),
@@ -81,12 +82,12 @@ def render_amp(doc: ResultDocument, console: Console) -> None:
         ("vs fp32", _m("loss_diff_vs_fp32", "{:+.4f}")),
         ("skipped", _m("skipped_steps", "{}")), ("final scale", _m("final_scale", "{:g}")),
     ], training)
-    parity = doc.summary.get("parity") or {}
-    tol = doc.summary.get("loss_tolerance")
-    for name, p in parity.items():
+    summary = summary_of(doc)
+    tol = summary.loss_tolerance
+    for name, p in summary.parity.items():
         if name != "fp32":
-            verdict = "within" if p["within_tolerance"] else "[red]outside[/]"
-            console.print(f"{name}: final loss {p['loss_diff']:+.4f} vs fp32, {verdict} the "
+            verdict = "within" if p.within_tolerance else "[red]outside[/]"
+            console.print(f"{name}: final loss {p.loss_diff:+.4f} vs fp32, {verdict} the "
                           f"tolerance of ±{tol:g}", highlight=False)
     for c in training:
         if c.ok and c.metrics.get("scale_trace"):
@@ -96,7 +97,7 @@ def render_amp(doc: ResultDocument, console: Console) -> None:
             console.print(f"{c.name} loss scale: {' → '.join(changes)}"
                           + (f"; {c.metrics['skip_reason']}" if c.metrics.get("skip_reason")
                              else "; no step skipped"), highlight=False)
-    demo = next((c for c in doc.cases if c.params["variant"] == "underflow-demo"), None)
+    demo = next((c for c in doc.cases if params_of(doc, c).variant == "underflow-demo"), None)
     if demo is not None and demo.ok:
         m = demo.metrics
         console.print(
@@ -126,24 +127,24 @@ def render_checkpoint(doc: ResultDocument, console: Console) -> None:
     ])
     console.print("activations: held between forward and backward; act. peak: forward + "
                   "backward high-water mark, recomputation included", highlight=False)
-    fits = doc.summary.get("activation_fit") or {}
+    fits = summary_of(doc).activation_fit
     if fits:
-        const = next(iter(fits.values())).get("depth_independent_bytes")
+        const = next(iter(fits.values())).depth_independent_bytes
         console.print(f"\nactivation memory ~ c + a · L^k (c = {format_bytes(const)}, measured: "
                       "embeddings, logits, loss)", highlight=False)
         table = new_table()
         for col in ("policy", "k", "k without c", "layers"):
             table.add_column(col, justify="left" if col in ("policy", "layers") else "right")
         for policy, fit in fits.items():
-            table.add_row(policy, number(fit["exponent"], "{:.2f}"),
-                          number(fit["exponent_raw"], "{:.2f}"),
-                          ", ".join(map(str, fit["layers"])))
+            table.add_row(policy, number(fit.exponent, "{:.2f}"),
+                          number(fit.exponent_raw, "{:.2f}"),
+                          ", ".join(map(str, fit.layers)))
         console.print(table)
 
 
 def render_optim(doc: ResultDocument, console: Console) -> None:
     cfg = doc.config
-    measured = [c for c in doc.cases if c.params["optimizer"] != "decay-comparison"]
+    measured = [c for c in doc.cases if params_of(doc, c).optimizer != "decay-comparison"]
     if measured or doc.cases:
         _training_header(doc, console, f" · {cfg['precision']}")
     else:
@@ -166,7 +167,8 @@ def render_optim(doc: ResultDocument, console: Console) -> None:
                       "if held at once; peak: measured over a training step (activations are "
                       "freed while gradients fill in, so it is lower)", highlight=False)
     _print_analytic(doc, console)
-    decay = next((c for c in doc.cases if c.params["optimizer"] == "decay-comparison"), None)
+    decay = next((c for c in doc.cases if params_of(doc, c).optimizer == "decay-comparison"),
+                 None)
     if decay is not None and decay.ok:
         _print_decay(decay, console)
     elif decay is not None:
@@ -174,22 +176,22 @@ def render_optim(doc: ResultDocument, console: Console) -> None:
 
 
 def _print_analytic(doc: ResultDocument, console: Console) -> None:
-    cfg, summary = doc.config, doc.summary
-    params = summary["params"]
+    cfg, summary = doc.config, summary_of(doc)
+    params = summary.params
     console.print(f"\n[bold]analytic[/] for {cfg['model']}: {params:,} parameters, "
                   f"{cfg['precision']} (activations excluded: they depend on batch and seq)",
                   highlight=False)
     table = new_table()
     for col in ("optimizer", "weights", "grads", "states", "total", "B/param", "rule"):
         table.add_column(col, justify="left" if col in ("optimizer", "rule") else "right")
-    for row in summary["analytic"]:
-        table.add_row(row["optimizer"], format_bytes(row["weights_bytes"]),
-                      format_bytes(row["gradients_bytes"]),
-                      format_bytes(row["states_bytes"]) if row["states_bytes"] is not None
-                      else "factored", format_bytes(row["total_bytes"]),
-                      f"{row['bytes_per_param']:.3g}", row["rule"])
+    for row in summary.analytic:
+        table.add_row(row.optimizer, format_bytes(row.weights_bytes),
+                      format_bytes(row.gradients_bytes),
+                      format_bytes(row.states_bytes) if row.states_bytes is not None
+                      else "factored", format_bytes(row.total_bytes),
+                      f"{row.bytes_per_param:.3g}", row.rule)
     console.print(table)
-    console.print(summary["rule_of_thumb"], highlight=False)
+    console.print(summary.rule_of_thumb, highlight=False)
 
 
 def _print_decay(decay: CaseResult, console: Console) -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench.benches.training import built_in_size
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
-from llmbench.core.declare import Metric, Opt
+from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
 from llmbench.core.flags import BATCH, LR, MODEL, Device, Seed, flag_like
 from llmbench.core.hardware import HardwareInfo, usable_device
@@ -89,6 +89,53 @@ class AlignConfig(BaseModel):
         return built_in_size(v)
 
 
+class AlignCase(BaseModel):
+    """A case's params: the resolved config (steps, batch and lr filled in, the device chosen)."""
+
+    model_config = RECORD
+
+    method: Method
+    task: Literal["even", "sorted", "reverse"]
+    data: str | None
+    model: str
+    sft_steps: int
+    steps: int
+    batch: int
+    lr: float
+    beta: float
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"]
+    label_smoothing: float
+    rpo_alpha: float
+    precompute_ref: bool
+    reward_model: bool
+    temperature: float
+    kl_coef: float
+    kl_estimator: Literal["k1", "k3"]
+    ppo_epochs: int
+    train_pairs: int
+    heldout_pairs: int
+    eval_samples: int
+    device: Literal["cpu", "cuda"]
+    seed: int
+
+
+class PrecomputeRefSaved(BaseModel):
+    """What --precompute-ref saved: dpo's figures minus dpo/precompute-ref's."""
+
+    model_config = RECORD
+
+    peak: float
+    models: float
+
+
+class AlignSummary(BaseModel):
+    model_config = RECORD
+
+    task: str | None = None
+    data: str | None = None
+    precompute_ref_saved_bytes: PrecomputeRefSaved | None = None
+
+
 class AlignBenchmark(Benchmark[AlignConfig]):
     name = "align"
     help = """\
@@ -103,6 +150,8 @@ class AlignBenchmark(Benchmark[AlignConfig]):
     renderer = "llmbench.report.align:render"
     plot = "llmbench.report.plots:align"
     config_type = AlignConfig
+    params_type = AlignCase
+    summary_type = AlignSummary
     metrics = (
         Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
         Metric("peak_memory_bytes", "B", "lower", "peak memory of the training loop"),
@@ -110,7 +159,8 @@ class AlignBenchmark(Benchmark[AlignConfig]):
                "bytes held by a model role, the optimizers' state or precomputed log-probs"),
         Metric("models_held", "1", "info", "models held while training"),
         Metric("eval/accuracy", "1", "higher", "the reward model's held-out pair accuracy"),
-        Metric("eval/reward_model_accuracy", "1", "higher",
+        # The cached reward model's figure (align rm gates it as eval/accuracy), not PPO's.
+        Metric("eval/reward_model_accuracy", "1", "info",
                "held-out pair accuracy of the reward model PPO scores with"),
         Metric("eval/reward_margin", "1", "info",
                "the reward model's mean held-out reward margin"),

@@ -144,3 +144,17 @@ def test_seq_reads_alike(bench):
 
 def _seq_value(field, text):
     return [text] if "list" in str(field.annotation) else text
+
+
+def test_a_text_option_reaches_its_validator_as_typed():
+    """--varlen takes lengths or random:COUNT:MIN:MAX (drawn with --seed): the text goes to
+    the config's own validator, not through the integer parser of other int lists."""
+    from llmbench.benches.attention_varlen import parse_lengths
+    from llmbench.cli.commands import parse
+
+    _, config, _ = parse(["attention", "--varlen", "random:4:16:64", "--seed", "3"])
+    assert config.varlen == parse_lengths("random:4:16:64", seed=3)
+    _, config, _ = parse(["attention", "--varlen", "64,32", "--varlen", "16"])
+    assert config.varlen == [64, 32, 16]
+    with pytest.raises(UsageError, match="^--varlen: 'random:3': write random:COUNT:MIN:MAX"):
+        parse(["attention", "--varlen", "random:3"])

@@ -88,7 +88,7 @@ class AttentionConfig(BaseModel):
         "and the time ratio is set against the expected FLOP ratio.", panel=_SHAPE)] = None
     varlen: Annotated[list[int] | None, Opt(
         "Packed sequences of these lengths (128,512,2048 or random:COUNT:MIN:MAX) against "
-        "padding to the longest.", panel=_SHAPE)] = None
+        "padding to the longest.", parse="text", panel=_SHAPE)] = None
     block_m: Annotated[int | None, Opt("Override the profile's tile: query rows per tile.",
                                        panel=_TILE)] = None
     block_n: Annotated[int | None, Opt("Override the profile's tile: key rows per tile.",

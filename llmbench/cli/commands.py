@@ -135,6 +135,8 @@ def _values(tp: Any, opt: Opt, flag: str, value: Any) -> Any:
             return parse_int_sweep(",".join(texts), what=flag) if texts else []
         if opt.parse == "sizes":
             return parse_size_sweep(",".join(texts), what=flag) if texts else []
+        if opt.parse == "text":
+            return texts
         if typing.get_args(tp) and typing.get_args(tp)[0] is int:
             return [parse_int(t, flag) for t in texts]
         return texts

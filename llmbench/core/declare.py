@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Parse = Literal["sweep", "sizes", "bytes"]
+Parse = Literal["sweep", "sizes", "bytes", "text"]
 Better = Literal["lower", "higher", "info"]
 Family = Literal["time", "memory", "error"]
 
@@ -34,8 +34,9 @@ class Opt:
     - `flag`: the option's name; default `--` and the field's name with dashes.
     - `parse`: how the text becomes the value, for what plain types cannot say: `sweep`
       (integers: 8192 | 1024,4096 | 1024:16384 doubling), `sizes` (byte sizes: 1KiB:1GiB
-      doubling | 4KiB,1MiB), `bytes` (one size: 80GiB). A list field always accepts both
-      `a,b` and the option repeated.
+      doubling | 4KiB,1MiB), `bytes` (one size: 80GiB), `text` (the text as typed, for the
+      config's own validator to read). A list field always accepts both `a,b` and the option
+      repeated.
     - `default_text`: shown as "[default: ...]" where the default is decided at run time.
     - `argument`: a positional argument instead of an option.
     - `negatable`: a boolean is `--x/--no-x`; False makes it the single switch `--x`.

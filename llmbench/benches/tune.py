@@ -249,6 +249,22 @@ class TuneBenchmark(Benchmark[TuneConfig]):
     run_options = ("max_time", "profile", "timeout")
     renderer = "llmbench.report.tune:render"
     no_plot = "one row per tile: the table ranks them"
+    config_type = TuneConfig
+    params_type = TuneCase
+    summary_type = TuneSummary
+    metrics = (
+        *(m for m in AttentionBenchmark.metrics if m.name in _ATTENTION_CASE_METRICS),
+        Metric("of_best_pct", "%", "higher", "TFLOP/s as a share of the best at its head dim",
+               derived=True),
+        # --compile-only
+        Metric("shared_memory_bytes", "B", "lower", "shared memory the compiled kernel needs"),
+        Metric("shared_memory_limit_bytes", "B", "info", "shared memory the target gives a block"),
+        Metric("registers", "1", "lower", "registers per thread of the compiled kernel"),
+        Metric("stack_frame_bytes", "B", "lower", "the compiled kernel's stack frame"),
+        Metric("ptxas_release", "", "info", "the ptxas that compiled it"),
+    )
+
+    case_target = "llmbench.benches.attention:run_case"
 
     def jobs(self, config: TuneConfig) -> int | None:
         if not config.compile_only:
@@ -268,21 +284,6 @@ class TuneBenchmark(Benchmark[TuneConfig]):
         write_tuned_profile(tuned_profile_toml(base, document.summary["winners"]),
                             str(config.write_profile))
         return f"wrote {config.write_profile}: use it with --profile {config.write_profile}"
-    config_type = TuneConfig
-    params_type = TuneCase
-    summary_type = TuneSummary
-    metrics = (
-        *(m for m in AttentionBenchmark.metrics if m.name in _ATTENTION_CASE_METRICS),
-        Metric("of_best_pct", "%", "higher", "TFLOP/s as a share of the best at its head dim",
-               derived=True),
-        # --compile-only
-        Metric("shared_memory_bytes", "B", "lower", "shared memory the compiled kernel needs"),
-        Metric("shared_memory_limit_bytes", "B", "info", "shared memory the target gives a block"),
-        Metric("registers", "1", "lower", "registers per thread of the compiled kernel"),
-        Metric("stack_frame_bytes", "B", "lower", "the compiled kernel's stack frame"),
-        Metric("ptxas_release", "", "info", "the ptxas that compiled it"),
-    )
-    case_target = "llmbench.benches.attention:run_case"
 
     def resolve(self, config: TuneConfig, hw: HardwareInfo) -> TuneConfig:
         check_space(config)

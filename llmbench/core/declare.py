@@ -151,7 +151,7 @@ COMMON: tuple[Metric, ...] = (
 # `summary_type`): frozen, and keys this llmbench does not know (a document of another
 # version) are ignored when reading; the runner's strict mode finds undeclared keys, nested
 # ones included (`unknown_keys`).
-RECORD = ConfigDict(frozen=True, extra="ignore")
+RECORD = ConfigDict(frozen=True, extra="ignore", defer_build=True)  # built when first read
 
 
 def _models_in(annotation: Any, container: str = "") -> list[tuple[type[BaseModel], str]]:

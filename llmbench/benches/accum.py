@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from llmbench.benches.training import (
     MODEL_PANEL,
+    STEP_PEAK,
+    TOKENS_PER_S,
     TrainingCase,
     TrainingConfig,
     case_params,
@@ -72,8 +74,8 @@ class AccumBenchmark(Benchmark[AccumConfig]):
     params_type = AccumCase
     summary_type = AccumSummary
     metrics = (
-        Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
-        Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
+        TOKENS_PER_S,
+        STEP_PEAK,
         Metric("grad_max_abs_error", "abs", "lower",
                "max |accumulated gradient - whole batch's|", family="error", floor=ERROR_FLOOR),
         Metric("grad_rel_error", "rel", "lower",

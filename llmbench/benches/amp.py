@@ -17,6 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from llmbench.benches.training import (
+    ACTIVATIONS,
+    STEP_PEAK,
+    TOKENS_PER_S,
     TrainingCase,
     TrainingConfig,
     case_params,
@@ -104,10 +107,9 @@ class AmpBenchmark(Benchmark[AmpConfig]):
     params_type = AmpCase
     summary_type = AmpSummary
     metrics = (
-        Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
-        Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
-        Metric("activation_memory_bytes", "B", "lower",
-               "what the forward pass keeps for the backward pass"),
+        TOKENS_PER_S,
+        STEP_PEAK,
+        ACTIVATIONS,
         Metric("activation_saved_pct", "%", "higher", "activation memory saved vs fp32",
                derived=True),
         Metric("final_loss", "nats", "lower", "the loss at the last step"),

@@ -17,6 +17,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, field_validator
 
 from llmbench.benches.training import (
+    ACTIVATIONS,
+    STEP_PEAK,
+    TOKENS_PER_S,
     Batch,
     Model,
     Seq,
@@ -102,12 +105,11 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
     params_type = CheckpointCase
     summary_type = CheckpointSummary
     metrics = (
-        Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
-        Metric("activation_memory_bytes", "B", "lower",
-               "what the forward pass keeps for the backward pass"),
+        TOKENS_PER_S,
+        ACTIVATIONS,
         Metric("activation_peak_bytes", "B", "lower",
                "peak of forward + backward, recomputation included"),
-        Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
+        STEP_PEAK,
         Metric("overhead_pct", "%", "lower", "step time added vs no checkpointing",
                derived=True),
         Metric("activation_saved_pct", "%", "higher",

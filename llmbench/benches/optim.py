@@ -21,7 +21,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from llmbench.benches.training import (
+    ACTIVATIONS,
     MODEL_PANEL,
+    STEP_PEAK,
     TrainingCase,
     TrainingConfig,
     case_params,
@@ -172,11 +174,10 @@ class OptimBenchmark(Benchmark[OptimConfig]):
                derived=True),
         Metric("weights_bytes", "B", "lower", "the weights' bytes"),
         Metric("gradients_bytes", "B", "lower", "the gradients' bytes"),
-        Metric("activation_memory_bytes", "B", "lower",
-               "what the forward pass keeps for the backward pass"),
+        ACTIVATIONS,
         Metric("training_memory_bytes", "B", "lower",
                "weights + gradients + state + activations", derived=True),
-        Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step"),
+        STEP_PEAK,
         Metric("training_peak_bytes", "B", "lower",
                "weights + state + a training step's peak", derived=True),
         # --compare-decay

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmbench.core.declare import RECORD
+from llmbench.core.declare import RECORD, Metric
 from llmbench.core.flags import BATCH, LR, MODEL, SEQ, Device, Seed, flag_like
 from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.timing import TimingPolicy
@@ -15,6 +15,12 @@ from llmbench.models.presets import PRESETS
 from llmbench.models.sizes import SIZES
 
 MODEL_PANEL = "Model and data"
+# The figures of a training step every training benchmark reports, declared once.
+TOKENS_PER_S = Metric("tokens_per_s", "tok/s", "higher", "training tokens per second",
+                      derived=True)
+STEP_PEAK = Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step")
+ACTIVATIONS = Metric("activation_memory_bytes", "B", "lower",
+                     "what the forward pass keeps for the backward pass")
 # The model, batch and seq options of every training benchmark (a benchmark restates a field
 # with these types to change its default).
 Model = Annotated[str, flag_like(MODEL, help=f"Trained here: a built-in size ({', '.join(SIZES)}).",

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from llmbench.core.declare import Opt
 
-DTYPES = ("fp64", "fp32", "fp16", "bf16", "fp8", "int8")  # every --dtype spelling
+DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")  # every --dtype spelling
 
 DEVICE = Opt("Where the cases run: cpu or cuda.",
              default_text="cuda when a usable GPU is present, else cpu")

@@ -19,16 +19,13 @@ from typing import Any
 
 import torch
 
+from llmbench.core.cache import cache_dir
 from llmbench.models.sizes import build
 from llmbench.models.transformer import Transformer
 from llmbench.train.policy import encode, response_logps
 from llmbench.train.prefs import PrefData
 
 CACHE_VERSION = 1  # bump when the training code below changes what it produces
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLMBENCH_CACHE") or Path.home() / ".cache" / "llmbench")
 
 
 def _path(kind: str, key: dict[str, Any]) -> Path:

@@ -8,7 +8,9 @@ the results document; `llmbench.load(path)` reads one.
     llmbench.to_dataframe(doc)  # the same as a pandas DataFrame (pip install 'llmbench[pandas]')
 
 Keyword arguments are the command's options under their Python names (`kv_heads=2` is
-`--kv-heads 2`; lists become comma lists; True/False a boolean flag's two forms). The command
+`--kv-heads 2`; lists become comma lists; True/False a boolean flag's two forms; the shared
+run options too: `trace="traces/"` is `--trace traces/`, whose findings land in each case's
+`trace`). The command
 line itself parses them, so every check, default and message is the command's: bad input
 raises `llmbench.UsageError` with the line the command would print. Cases run as the command
 runs them (each in its own process unless `isolate=False`); a case that fails is recorded in

@@ -196,8 +196,8 @@ def test_flags_are_pinned():
         "--seq", "--impl", "--batch", "--heads", "--kv-heads", "--head-dim", "--dtype",
         "--causal", "--no-causal", "--mode", "--device", "--seed", "--window", "--varlen",
         "--kv-seq", "--block-m", "--block-n", "--warps", "--stages", "--interpret",
-        "--max-time", "--profile", "--timeout", "--isolate", "--no-isolate", "--json",
-        "--format", "--quiet", "-q", "--fail-on"])
+        "--max-time", "--profile", "--timeout", "--isolate", "--no-isolate", "--trace",
+        "--memory-snapshot", "--json", "--format", "--quiet", "-q", "--fail-on"])
     assert _flags("env") == sorted(["--head-dim", "--device", "--dtype", "--profile", "--json",
                                     "--format", "--quiet", "-q"])
     assert _flags("schema") == ["--quiet", "-q"]
@@ -205,13 +205,13 @@ def test_flags_are_pinned():
         "--model", "--config", "--layers", "--heads", "--kv-heads", "--head-dim", "--context",
         "--seq", "--batch", "--dtype", "--memory", "--measure", "--no-measure", "--measure-seq",
         "--measure-layers", "--impl", "--device", "--seed", "--max-time", "--profile",
-        "--timeout", "--isolate", "--no-isolate", "--json", "--format", "--quiet", "-q",
-        "--fail-on"])
+        "--timeout", "--isolate", "--no-isolate", "--trace", "--memory-snapshot", "--json",
+        "--format", "--quiet", "-q", "--fail-on"])
 
 
 TRAINING_COMMON = ["--model", "--batch", "--seq", "--lr", "--device", "--seed", "--max-time",
-                   "--profile", "--timeout", "--isolate", "--no-isolate", "--json", "--format",
-                   "--quiet", "-q", "--fail-on"]
+                   "--profile", "--timeout", "--isolate", "--no-isolate", "--trace",
+                   "--memory-snapshot", "--json", "--format", "--quiet", "-q", "--fail-on"]
 
 
 def test_training_flags_are_pinned():
@@ -222,11 +222,11 @@ def test_training_flags_are_pinned():
     assert _flags("optim") == sorted(TRAINING_COMMON + [
         "--optimizers", "--precision", "--compare-decay", "--weight-decay", "--decay-steps"])
     assert _flags("accum") == sorted(TRAINING_COMMON + ["--micro"])
-    assert _flags("precision") == sorted(["--formats", "--json", "--format", "--quiet", "-q",
-                                          "--fail-on"])
+    assert _flags("precision") == sorted(["--formats", "--trace", "--memory-snapshot", "--json",
+                                          "--format", "--quiet", "-q", "--fail-on"])
     assert _flags("schedule") == sorted([
         "--kinds", "--lr", "--total", "--warmup", "--min-lr-ratio", "--num-cycles", "--at",
-        "--json", "--format", "--quiet", "-q", "--fail-on"])
+        "--trace", "--memory-snapshot", "--json", "--format", "--quiet", "-q", "--fail-on"])
 
 
 TRAINING_BAD = [
@@ -283,8 +283,8 @@ def test_align_flags_are_pinned():
         "--task", "--data", "--model", "--sft-steps", "--steps", "--batch", "--lr", "--beta",
         "--loss-type", "--label-smoothing", "--rpo-alpha", "--precompute-ref", "--reward-model",
         "--temperature", "--kl-coef", "--kl-estimator", "--ppo-epochs", "--eval-samples",
-        "--device", "--seed", "--profile", "--timeout", "--isolate", "--no-isolate", "--json",
-        "--format", "--quiet", "-q", "--fail-on"])
+        "--device", "--seed", "--profile", "--timeout", "--isolate", "--no-isolate", "--trace",
+        "--memory-snapshot", "--json", "--format", "--quiet", "-q", "--fail-on"])
 
 
 ALIGN_BAD = [
@@ -319,7 +319,7 @@ def test_tune_flags_are_pinned():
                             "--block-m", "--block-n", "--warps", "--stages", "--interpret",
                             "--compile-only", "--arch", "--grid", "--jobs", "-j",
                             "--write-profile", "--device", "--max-time", "--profile",
-                            "--timeout", "--json", "--format",
+                            "--timeout", "--trace", "--memory-snapshot", "--json", "--format",
                             "--quiet", "-q", "--fail-on"])
 
 
@@ -360,7 +360,8 @@ def test_example_workflow_installs_the_projects_torch_and_flash_attn_for_real():
 
 
 DIST_COMMON = ["--nproc", "--backend", "--device", "--iters", "--warmup", "--timeout",
-               "--profile", "--json", "--format", "--quiet", "-q", "--fail-on"]
+               "--profile", "--trace", "--memory-snapshot", "--json", "--format", "--quiet",
+               "-q", "--fail-on"]
 
 
 def test_distributed_flags_are_pinned():

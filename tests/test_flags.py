@@ -83,12 +83,13 @@ def test_dtype_and_device_choices_are_spelled_alike():
 
 
 @pytest.mark.parametrize("flag", ["--json", "--format", "--quiet", "--timeout", "--profile",
-                                  "--fail-on", "--max-time", "--isolate", "--out"])
+                                  "--fail-on", "--max-time", "--isolate", "--out", "--trace",
+                                  "--memory-snapshot"])
 def test_output_and_run_flags_mean_one_thing(flag):
     params = _params_with(flag)
     assert params
     if flag in ("--json", "--quiet", "--timeout", "--profile", "--fail-on", "--max-time",
-                "--isolate"):
+                "--isolate", "--trace", "--memory-snapshot"):
         helps = {re.sub(r" \[default: [^]]*\]", "", p.help) for _, p in params}
         assert len(helps) == 1, (flag, helps)  # one declaration, one text
     if flag == "--format":  # what is printed (or written, for export): table first, then JSON
@@ -103,6 +104,13 @@ def test_every_command_takes_quiet():
     missing = [name for name, c in COMMANDS.items()
                if not any("-q" in getattr(p, "opts", []) for p in c.params)]
     assert missing == []
+
+
+def test_every_benchmark_command_takes_trace_and_memory_snapshot():
+    for bench in BENCHES:
+        command = COMMANDS[" ".join(bench.words())]
+        opts = {o for p in command.params for o in getattr(p, "opts", [])}
+        assert {"--trace", "--memory-snapshot"} <= opts, bench.name
 
 
 def _two(field, opt):

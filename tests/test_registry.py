@@ -38,7 +38,7 @@ def test_every_benchmark_is_whole(name):
     command = _command(bench)
     options = {o for p in command.params for o in [*getattr(p, "opts", []),
                                                    *getattr(p, "secondary_opts", [])]}
-    assert {"--json", "--format", "--fail-on", "-q"} <= options
+    assert {"--json", "--format", "--fail-on", "-q", "--trace", "--memory-snapshot"} <= options
     for field_name, field in bench.config_type.model_fields.items():
         opt = option_of(field)
         if opt is not None and not opt.argument:

@@ -227,6 +227,7 @@ class CommBenchmark(DistributedBenchmark[CommConfig]):
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
 
+    from llmbench.core import tracing
     from llmbench.core.memory import measure_peak
     from llmbench.core.timing import TimeStats, measure_windows
     from llmbench.dist import collectives, group
@@ -236,11 +237,13 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     n, rank = group.world_size(), group.rank()
     device = device_of(p["device"])
     cuda = device.type == "cuda"
+    ops = []  # the timed collective, for --trace
 
     def case() -> tuple[TimeStats, list[list[float]]]:
         with group.local():
             op, check = collectives.prepare(p["collective"], p["bytes"],
                                             TORCH_DTYPES[p["dtype"]], device, rank, n)
+            ops.append(op)
         with group.collective():
             op()
             if cuda:
@@ -259,6 +262,8 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     with group.collective():
         peaks = group.gather([peak.peak_bytes,
                               torch.cuda.max_memory_reserved() if cuda else None])
+        # --trace: one more call on every rank, after the memory figures (it would add to them)
+        tracing.after_timing(ops[0], p["device"])
     seconds = stats.median / 1e3
     algbw = p["bytes"] / seconds / 1e9
     out = {

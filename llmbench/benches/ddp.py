@@ -429,6 +429,9 @@ def _timed_steps(strategy: str, wrapped: Any, optimizer: Any, tokens: Any, step:
                          windows=AR_WINDOWS, barrier=group.barrier)
     allreduce = TimeStats.from_samples(group.mean_across_ranks(ar.samples)[0])
     exposed = slowest.median - no_sync.median
+    from llmbench.core import tracing
+
+    tracing.after_timing(step, device)  # --trace: one more synced step, on every rank
     return slowest, {"no_sync_time_ms": no_sync.model_dump(),
                      "allreduce_time_ms": allreduce.model_dump(),
                      "comm_exposed_ms": exposed,

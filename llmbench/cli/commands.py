@@ -32,6 +32,9 @@ _OUTPUT = {"json_path": (common.JsonOption, None), "fmt": (common.FormatOption, 
            "quiet": (common.QuietOption, False), "fail_on": (common.FailOnOption, "error")}
 _RUN = {"profile": (common.ProfileOption, None), "timeout": (common.TimeoutOption, 600.0),
         "isolate": (common.IsolateOption, True)}
+# Run options every benchmark command has, whatever its `run_options`.
+_TRACE = {"trace": (common.TraceOption, None),
+          "memory_snapshot": (common.MemorySnapshotOption, None)}
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -123,6 +126,7 @@ def declared_options(bench: type[Benchmark]) -> dict[str, tuple[Any, Any]]:
     for name, spec in _RUN.items():
         if name in bench.run_options:
             params[name] = spec
+    params.update(_TRACE)
     params.update(_OUTPUT)
     return params
 
@@ -190,13 +194,14 @@ def _run(bench: type[Benchmark], params: dict[str, Any]) -> None:
         isolate=params.get("isolate", bench.isolated) and bench.isolated,
         jobs=instance.jobs(config),
         after=lambda doc: _finish(instance, config, doc, params["quiet"]),
-        fail_on=params["fail_on"])
+        fail_on=params["fail_on"], trace=params.get("trace"),
+        memory_snapshot=params.get("memory_snapshot"))
 
 
 def _finish(instance: Benchmark, config: BaseModel, doc: Any, quiet: bool) -> None:
     line = instance.finish(config, doc)
-    if line and not quiet:
-        common.stderr().print(line, highlight=False)
+    if line and not quiet:  # a path in it stays whole, however narrow the terminal
+        common.stderr().print(line, highlight=False, soft_wrap=True)
 
 
 def command_for(bench: type[Benchmark]) -> Callable[..., None]:
@@ -264,5 +269,13 @@ def check(args: list[str]) -> None:
     instance = bench()
     hw = hardware.detect()
     resolved = instance.resolve(config, hw)
-    select_profile(hw, params.get("profile"), instance.device_of(resolved, hw))
+    device = instance.device_of(resolved, hw)
+    select_profile(hw, params.get("profile"), device)
+    from llmbench.core import tracing
+
+    if params.get("memory_snapshot") is not None:
+        tracing.check_snapshot_device(device)
+        tracing.check_dir(params["memory_snapshot"], "--memory-snapshot")
+    if params.get("trace") is not None:
+        tracing.check_dir(params["trace"], "--trace")
 

@@ -36,6 +36,15 @@ TimeoutOption = Annotated[float, typer.Option(
 IsolateOption = Annotated[bool, typer.Option(
     "--isolate/--no-isolate", help="Run each case in its own process (crash, OOM and "
     "time-out safe). --no-isolate is faster to start, for debugging.", rich_help_panel="Run")]
+TraceOption = Annotated[Path | None, typer.Option(
+    "--trace", metavar="DIR", help="After each case's timing, run its timed call once more "
+    "under torch.profiler and write a Chrome/Perfetto trace per case here (made if need be); "
+    "its top ops by self time go in the JSON and under the table. The timed figures are "
+    "untouched.", rich_help_panel="Run")]
+MemorySnapshotOption = Annotated[Path | None, typer.Option(
+    "--memory-snapshot", metavar="DIR", help="CUDA: after each case's timing, record the "
+    "caching allocator's history over one more call and write <case>.pickle here (for "
+    "https://pytorch.org/memory_viz).", rich_help_panel="Run")]
 FailOn = Literal["error", "oom", "never"]
 FAILING: dict[str, tuple[str, ...]] = {"error": ("error",), "oom": ("error", "oom"), "never": ()}
 FailOnOption = Annotated[FailOn, typer.Option(
@@ -169,7 +178,8 @@ def _measure(bench: Any, config: BaseModel, options: Any, progress: ConsoleProgr
 def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
                  fmt: OutputFormat, quiet: bool, profile: str | None, timeout: float,
                  isolate: bool, jobs: int | None = None,
-                 after: Callable[[Any], None] | None = None, fail_on: FailOn = "error") -> None:
+                 after: Callable[[Any], None] | None = None, fail_on: FailOn = "error",
+                 trace: Path | None = None, memory_snapshot: Path | None = None) -> None:
     """Run a benchmark, write/print its results; on Ctrl-C keep the finished cases, exit 130;
     when a case ended in what --fail-on names, exit 1 after writing everything.
     `after(document)` runs once the results are out, before that exit. A process group
@@ -182,9 +192,11 @@ def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
     if json_path is not None and json_path.is_dir():
         raise UsageError(f"--json {json_path}: is a directory; give a file name")
     err = stderr()
-    measured = _measure(bench, config, RunOptions(profile=profile, timeout_s=timeout,
-                                                  isolate=isolate),
-                        ConsoleProgress(err, quiet=quiet), jobs)
+    options = RunOptions(profile=profile, timeout_s=timeout, isolate=isolate,
+                         trace_dir=str(trace) if trace is not None else None,
+                         memory_snapshot_dir=(str(memory_snapshot) if memory_snapshot is not None
+                                              else None))
+    measured = _measure(bench, config, options, ConsoleProgress(err, quiet=quiet), jobs)
     if measured is None:
         return
     doc = measured.document
@@ -196,6 +208,8 @@ def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
         report.render(doc, stdout())
     if json_path is not None and not quiet:
         err.print(f"results written to {json_path}", highlight=False)
+    if (trace is not None or memory_snapshot is not None) and not quiet:
+        _untraced_note(doc, err, "--trace" if trace is not None else "--memory-snapshot")
     if measured.interrupted:
         err.print(f"interrupted: {len(doc.cases)} finished case(s) kept", highlight=False)
         raise typer.Exit(130)
@@ -207,6 +221,15 @@ def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
     if after is not None:
         after(doc)
     _exit_for_cases(doc, fail_on)
+
+
+def _untraced_note(doc: Any, err: Console, flag: str) -> None:
+    from llmbench.report.traces import untraced
+
+    names = untraced(doc)
+    if names:
+        err.print(f"{flag}: no call to trace in {len(names)} case(s), which time nothing: "
+                  f"{', '.join(names)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _exit_for_cases(doc: Any, fail_on: FailOn) -> None:

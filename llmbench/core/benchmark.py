@@ -52,7 +52,8 @@ class Benchmark(ABC, Generic[C]):
     `help` is the command's help: a one-line summary, a blank line, then what a user should
     know. The command's options are the config's fields that carry an `Opt`, then the shared
     `run_options` (--max-time for configs with a `timing` field, --profile, --timeout,
-    --isolate) and the output options every command has (--json, --format, -q, --fail-on).
+    --isolate), --trace and --memory-snapshot (every command) and the output options every
+    command has (--json, --format, -q, --fail-on).
     """
 
     name: ClassVar[str]

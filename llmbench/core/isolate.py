@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from llmbench.core import progress
+from llmbench.core import progress, tracing
 from llmbench.core.errors import CaseFailed, CaseSkipped, CaseUnavailable, one_line
 from llmbench.core.orphans import die_with_parent
 
@@ -88,7 +88,7 @@ def run_inline(target: str, payload: Any,
     t0 = time.perf_counter()
     try:
         with progress.callback(on_progress):
-            value = resolve(target)(payload)
+            value = tracing.call_case(resolve(target), payload)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
@@ -107,7 +107,7 @@ def _child_main() -> None:
     faulthandler.enable()
     target, payload = pickle.load(sys.stdin.buffer)
     try:
-        value = resolve(target)(payload)
+        value = tracing.call_case(resolve(target), payload)
         message: tuple = ("ok", value)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
         status, reason = classify_exception(exc)

@@ -86,6 +86,36 @@ class EnvInfo(BaseModel):
     gpu_ecc: bool | None = Field(None, description="ECC enabled (the current mode)")
 
 
+class TracedOp(BaseModel):
+    """One operator (on a GPU: a kernel or copy) of a traced call, by self time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    calls: int
+    self_ms: float = Field(description="self time in the traced call, ms")
+    pct: float = Field(description="share of the sum of every entry's self time, %")
+
+
+class CaseTrace(BaseModel):
+    """What --trace / --memory-snapshot found: one extra call of the case's timed function,
+    after its timing, under torch.profiler. Absent from untraced cases and older documents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, description="the Chrome/Perfetto trace (JSON) written")
+    wall_ms: float | None = Field(
+        None, description="wall time of the profiled call (slower than the timed ones)")
+    ranked_by: Literal["self_cpu", "self_device"] | None = None
+    self_total_ms: float | None = Field(
+        None, description="the sum of every entry's self time, the base of `pct`")
+    top: list[TracedOp] = Field(default_factory=list)
+    memory_snapshot: str | None = Field(
+        None, description="the CUDA allocator snapshot (pickle) for pytorch.org/memory_viz")
+    error: str | None = None
+    memory_snapshot_error: str | None = None
+
+
 class CaseResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +124,9 @@ class CaseResult(BaseModel):
     status: Status
     reason: str | None = None
     metrics: dict[str, MetricValue] = Field(default_factory=dict)
+    trace: CaseTrace | None = Field(None, exclude_if=lambda v: v is None,
+                                    description="--trace / --memory-snapshot: what one extra "
+                                    "call found")
 
     @property
     def ok(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmbench import __version__
-from llmbench.core import gpu_state, hardware, memory
+from llmbench.core import gpu_state, hardware, memory, tracing
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import unknown_keys
 from llmbench.core.errors import one_line
@@ -29,6 +30,10 @@ class RunOptions(BaseModel):
     memory_headroom: float = Field(
         0.95, gt=0, le=1, description="a case may use this fraction of the memory free now")
     profile: str | None = Field(None, description="profile name or TOML path; default: detect")
+    trace_dir: str | None = Field(
+        None, description="write a torch.profiler trace of one extra call per case here")
+    memory_snapshot_dir: str | None = Field(
+        None, description="CUDA: write an allocator snapshot of one extra call per case here")
 
 
 class Progress(Protocol):
@@ -92,11 +97,12 @@ def build_env(hw: HardwareInfo, choice: ProfileChoice, device: str) -> EnvInfo:
 def _result(plan: CasePlan, outcome: Outcome) -> CaseResult:
     metrics: dict[str, Any] = {}
     if outcome.status == "ok" and isinstance(outcome.value, dict):
-        metrics = outcome.value
+        metrics = dict(outcome.value)
+    trace = metrics.pop(tracing.KEY, None)  # what --trace found: the case's, not a metric
     if plan.predicted_memory_bytes is not None:
         metrics.setdefault("predicted_memory_bytes", plan.predicted_memory_bytes)
     return CaseResult(name=plan.name, params=plan.params, status=outcome.status,
-                      reason=outcome.reason, metrics=metrics)
+                      reason=outcome.reason, metrics=metrics, trace=trace)
 
 
 def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
@@ -113,8 +119,11 @@ def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
                 f"needs about {format_bytes(plan.required_memory_bytes)}, "
                 f"{format_bytes(free)} free on {device}")))
     payload, target = plan.payload(), plan.target or bench.case_target
+    trace = payload.pop(tracing.KEY, None)  # read where the case is called: the outermost
     if plan.params.get("device", device) == "cuda":
         target, payload = gpu_state.sampled(target, payload, gpu_uuid)
+    if trace is not None:
+        payload = {**payload, tracing.KEY: trace}
     if executor is not None:
         outcome = executor.run(plan, on_progress)
     elif options.isolate and bench.isolated:
@@ -123,6 +132,23 @@ def run_case(bench: Benchmark, plan: CasePlan, options: RunOptions, device: str,
     else:
         outcome = run_inline(target, payload, on_progress=on_progress)
     return _result(plan, outcome)
+
+
+def _traced(plans: list[CasePlan], options: RunOptions, device: str) -> list[CasePlan]:
+    """The plans, each carrying its --trace / --memory-snapshot request in its run_args (so
+    that every executor sends it along); the directories made and checked first (UsageError)."""
+    if not (options.trace_dir or options.memory_snapshot_dir):
+        return plans
+    snapshots = None
+    if options.memory_snapshot_dir:
+        tracing.check_snapshot_device(device)
+        snapshots = tracing.writable_dir(options.memory_snapshot_dir, "--memory-snapshot")
+    traces = (tracing.writable_dir(options.trace_dir, "--trace") if options.trace_dir
+              else None)
+    return [dataclasses.replace(plan, run_args={
+                **plan.run_args,
+                tracing.KEY: tracing.request(name, trace_dir=traces, snapshot_dir=snapshots)})
+            for plan, name in zip(plans, tracing.stems(p.name for p in plans), strict=True)]
 
 
 # Set to 1 (the test suite does) to turn a metric a benchmark reports without declaring it
@@ -184,7 +210,7 @@ def run_benchmark(bench: Benchmark, config: BaseModel, *, options: RunOptions | 
     device = bench.device_of(config, hw)
     choice = select_profile(hw, options.profile, device)
     ctx = PlanContext(hw=hw, profile=choice.profile, device=device)
-    plans = bench.plan(config, ctx)
+    plans = _traced(bench.plan(config, ctx), options, device)
     env = build_env(hw, choice, device)
 
     def document(cases: list[CaseResult]) -> ResultDocument:

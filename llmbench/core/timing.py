@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmbench.core import tracing
+
 NOISY_REL_IQR = 0.10
 L2_FLUSH_MIN_BYTES = 256 * 2**20
 _CUDA_BATCH_MS = 20.0  # the work between two synchronizes while measuring on a GPU
@@ -183,12 +185,24 @@ def measure(fn: Callable[[], object], *, device: str = "cpu",
     `prior_samples_ms`: times of single calls of this same `fn` already taken by the caller
     (for example the call measured for memory, when a call takes seconds); they count as
     samples, so a slow case is not run once more than it needs.
+
+    Once the statistics are computed, `tracing.after_timing` may call `fn` once more (under
+    --trace, for the case's first timed function): never one of the samples.
     """
     policy = policy or TimingPolicy()
     if device == "cuda":
         import torch
 
-        return _measure_cuda(fn, torch, policy, prior_samples_ms)
+        stats = _measure_cuda(fn, torch, policy, prior_samples_ms)
+    else:
+        stats = _measure_cpu(fn, policy, prior_samples_ms)
+    tracing.after_timing(fn, device)
+    return stats
+
+
+def _measure_cpu(fn: Callable[[], object], policy: TimingPolicy,
+                 prior_samples_ms: list[float] | None) -> TimeStats:
+    """`measure` on a CPU (see the module's docstring)."""
     clock = _CpuClock()
 
     def timed_block(k: int) -> float:

@@ -29,5 +29,9 @@ def renderer_of(benchmark: str) -> Callable[[ResultDocument, Console], None]:
 
 
 def render(doc: ResultDocument, console: Console) -> None:
-    """Print `doc` as the table its benchmark declares."""
+    """Print `doc` as the table its benchmark declares; under it, what --trace found."""
     renderer_of(doc.benchmark)(doc, console)
+    if any(c.trace is not None for c in doc.cases):
+        from llmbench.report import traces
+
+        traces.render(doc, console)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from llmbench.core import progress
+from llmbench.core import progress, tracing
 from llmbench.core.memory import PeakMemory, measure_peak
 from llmbench.core.timing import TimeStats, stopwatch
 from llmbench.models.transformer import Transformer
@@ -237,13 +237,25 @@ def pair_reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor,
     return out
 
 
+def extra_step(run: Run, optimizer: torch.optim.Optimizer,
+               loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """One more training step of a method without its bookkeeping (no step time, no log):
+    the call --trace profiles once every figure is taken."""
+    return lambda: run.update(run.p("steps"), loss(), optimizer)
+
+
 def train_and_eval(run: Run, loop: Callable[[], None], policy: Transformer,
-                   ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None, *,
+                   step: Callable[[], object] | None = None
                    ) -> tuple[PeakMemory, dict[str, float]]:
     """Run the training `loop` once, measuring its peak memory; then the held-out figures of
-    the trained `policy`."""
+    the trained `policy`; then, under --trace, one more training `step` (it moves the weights,
+    so it comes after the evaluations)."""
     _, peak = measure_peak(loop, device=run.device)
-    return peak, heldout_rule_and_prefs(run, policy, ref_logps)
+    after = heldout_rule_and_prefs(run, policy, ref_logps)
+    if step is not None:
+        tracing.after_timing(step, run.device)
+    return peak, after
 
 
 def train_results(run: Run, peak: PeakMemory, roles: dict[str, torch.nn.Module],

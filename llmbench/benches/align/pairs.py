@@ -10,6 +10,7 @@ import torch
 
 from llmbench.benches.align.common import (
     Run,
+    extra_step,
     heldout_rule_and_prefs,
     pair_logps,
     pair_reward_metrics,
@@ -62,9 +63,12 @@ def run_dpo(run: Run) -> dict[str, Any]:
         del reference
         reference = None
     optimizer = torch.optim.AdamW(policy.parameters(), lr=run.p("lr"))
-    loop = pair_loop(run, optimizer,
-                     lambda: _dpo_batch(run, policy, reference, train_ref, average=average))
-    peak, after = train_and_eval(run, loop, policy, held_ref)
+
+    def batch_step() -> PairStep:
+        return _dpo_batch(run, policy, reference, train_ref, average=average)
+
+    peak, after = train_and_eval(run, pair_loop(run, optimizer, batch_step), policy, held_ref,
+                                 step=extra_step(run, optimizer, lambda: batch_step()[0]))
     out = train_results(run, peak, roles, (optimizer,), before, after, precomputed=train_ref)
     out["loss_at_step0"] = run.history["loss"][0]
     return out
@@ -121,5 +125,6 @@ def run_orpo(run: Run) -> dict[str, Any]:
             "nll_loss": -pc.detach().mean(), "log_odds_ratio": log_odds.mean(),
             **pair_reward_metrics(chosen_r, rejected_r, (pc, pr))}
 
-    peak, after = train_and_eval(run, pair_loop(run, optimizer, batch_step), policy, held_ref)
+    peak, after = train_and_eval(run, pair_loop(run, optimizer, batch_step), policy, held_ref,
+                                 step=extra_step(run, optimizer, lambda: batch_step()[0]))
     return train_results(run, peak, {"policy": policy}, (optimizer,), before, after)

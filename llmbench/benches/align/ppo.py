@@ -115,7 +115,10 @@ def run_ppo(run: Run, *, with_reward_model: bool) -> dict[str, Any]:
         for step in range(steps):
             _ppo_step(run, m, step, steps, batch, max_new, gold_history)
 
-    peak, after = train_and_eval(run, loop, m.policy, held_ref)
+    def one_step() -> None:  # --trace's call: a rollout, its scores, the updates; no log
+        _update(run, m, _score(run, m, *_rollout(run, m.policy, batch, max_new)), steps)
+
+    peak, after = train_and_eval(run, loop, m.policy, held_ref, step=one_step)
     # One more rollout, untimed and after every reported figure, counting the reads to the host
     # it makes from Python (what HostReads sees): 0 while sampling, 1 to score by the rule.
     with HostReads() as reads:

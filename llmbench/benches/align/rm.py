@@ -15,7 +15,7 @@ from llmbench.benches.align.common import (
     reference_policy,
     role_metrics,
 )
-from llmbench.core import progress
+from llmbench.core import progress, tracing
 from llmbench.core.memory import measure_peak
 from llmbench.models.transformer import Transformer
 from llmbench.train.losses import reward_model_loss
@@ -40,6 +40,13 @@ def reward_accuracy(rm: ScalarHead, pairs: list[Pair], dev: torch.device) -> dic
     return {"accuracy": wins / len(pairs), "margin": margin / len(pairs)}
 
 
+def _rm_batch(run: Run, rm: ScalarHead, batch: int) -> tuple[torch.Tensor, ...]:
+    """A batch of pairs: the Bradley-Terry loss, both rewards and both response masks."""
+    ct, cm, rt, rmask = pair_tensors(run.sample_pairs(batch), run.dev)
+    rc, rr = rm.reward(ct, cm), rm.reward(rt, rmask)
+    return reward_model_loss(rc, rr).mean(), rc, rr, cm, rmask
+
+
 def train_reward_model(run: Run, reference: Transformer, *, steps: int, batch: int, lr: float,
                        log: bool) -> ScalarHead:
     rm = ScalarHead(copy.deepcopy(reference)).to(run.dev).train()
@@ -47,9 +54,7 @@ def train_reward_model(run: Run, reference: Transformer, *, steps: int, batch: i
     for step in range(steps):
         if log:
             run.start_step()
-        ct, cm, rt, rmask = pair_tensors(run.sample_pairs(batch), run.dev)
-        rc, rr = rm.reward(ct, cm), rm.reward(rt, rmask)
-        loss = reward_model_loss(rc, rr).mean()
+        loss, rc, rr, cm, rmask = _rm_batch(run, rm, batch)
         run.update(step, loss, optimizer)
         if log:
             run.end_step(int(cm.sum() + rmask.sum()))
@@ -91,7 +96,11 @@ def run_rm(run: Run) -> dict[str, Any]:
     after = reward_accuracy(rm, run.data.heldout, run.dev)
     save_state("rm", rm_key(run, steps=run.p("steps"), batch=run.p("batch"), lr=run.p("lr")),
                rm.state_dict())  # for `align ppo --reward-model`
-    return {**run.timing_metrics(), "peak_memory_bytes": peak.peak_bytes,
-            **role_metrics({"reward": rm}, rm.optimizer),
-            "eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"],
-            "eval/reward_margin": after["margin"], **history_metrics(run)}
+    out = {**run.timing_metrics(), "peak_memory_bytes": peak.peak_bytes,
+           **role_metrics({"reward": rm}, rm.optimizer),
+           "eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"],
+           "eval/reward_margin": after["margin"], **history_metrics(run)}
+    # --trace: one more step, after every figure and after the model is saved (it moves it).
+    tracing.after_timing(lambda: run.update(run.p("steps"), _rm_batch(run, rm, run.p("batch"))[0],
+                                            rm.optimizer), run.device)
+    return out

@@ -9,6 +9,7 @@ import torch
 
 from llmbench.benches.align.common import (
     Run,
+    extra_step,
     heldout_rule_and_prefs,
     reference_policy,
     train_and_eval,
@@ -25,16 +26,20 @@ def run_sft(run: Run) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(policy.parameters(), lr=run.p("lr"))
     steps, batch = run.p("steps"), run.p("batch")
 
+    def batch_loss() -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = run.sample_pairs(batch)
+        tokens, mask = encode([p.prompt for p in pairs], [p.chosen for p in pairs], run.dev)
+        return -(response_logps(policy, tokens, mask) / mask.sum(-1)).mean(), mask
+
     def loop() -> None:
         for step in range(steps):
             run.start_step()
-            pairs = run.sample_pairs(batch)
-            tokens, mask = encode([p.prompt for p in pairs], [p.chosen for p in pairs], run.dev)
-            loss = -(response_logps(policy, tokens, mask) / mask.sum(-1)).mean()
+            loss, mask = batch_loss()
             run.update(step, loss, optimizer)
             run.end_step(int(mask.sum()))
             if run.should_log(step, steps):
                 run.log(step, steps, loss=loss)
 
-    peak, after = train_and_eval(run, loop, policy)
+    peak, after = train_and_eval(run, loop, policy,
+                                 step=extra_step(run, optimizer, lambda: batch_loss()[0]))
     return train_results(run, peak, {"policy": policy}, (optimizer,), before, after)

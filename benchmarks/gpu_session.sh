@@ -68,26 +68,31 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 step env 20 $LLMBENCH env --head-dim 128 --json "$DIR/env.json"
+# What this GPU really does (GEMM per dtype, copy/triad, host<->device), saved as its
+# calibration: the attention and training steps below place their cases on these ceilings.
+step peak 40 $LLMBENCH peak --save --json "$DIR/peak.json" -q
 # What Triton compiles for this GPU's family, no launch: shared memory and registers per tile.
 step compile 45 $LLMBENCH tune attention --compile-only --arch "$ARCH" --json "$DIR/compile.json" -q
 # The headline: every implementation at seq 8192, forward, the GPU's default dtype.
-step attention 80 $LLMBENCH attention --seq "$SEQ" --json "$DIR/attention.json" -q
+step attention 70 $LLMBENCH attention --seq "$SEQ" --json "$DIR/attention.json" -q
+# With a trace of each case (CUDA kernels by self time) and, on a GPU, the allocator's snapshot.
+SNAPSHOT=$([ $GPU = 1 ] && echo "--memory-snapshot $DIR/snapshots")
 # shellcheck disable=SC2086 # the shapes are lists of flags
 step attention-bwd 75 $LLMBENCH attention --seq "$SEQ_BWD" --mode fwd+bwd $BWD_SHAPE \
-  --json "$DIR/attention-bwd.json" -q
+  --trace "$DIR/traces" $SNAPSHOT --json "$DIR/attention-bwd.json" -q
 # Decode-shaped attention: one query against a long key/value cache.
 # shellcheck disable=SC2086
 step decode 30 $LLMBENCH attention --seq 1 --kv-seq "$KV" $DECODE_SHAPE \
   --impl standard,sdpa,sdpa-flash,sdpa-efficient,flash-attn,tiled,triton \
   --json "$DIR/decode.json" -q
 if [ $GPU = 1 ]; then
-  step triton-check 75 python3 benchmarks/gpu_attention_check.py
-  step tune 60 $LLMBENCH tune attention --head-dims 128 --seq "$TUNE_SEQ" --block-m 64,128 \
+  step triton-check 65 python3 benchmarks/gpu_attention_check.py
+  step tune 50 $LLMBENCH tune attention --head-dims 128 --seq "$TUNE_SEQ" --block-m 64,128 \
     --block-n 32,64,128 --warps 4,8 --stages 2,3 --json "$DIR/tune.json" -q
 else
   step tune 60 $LLMBENCH tune attention --interpret --json "$DIR/tune.json" -q
 fi
-step kvcache 45 $LLMBENCH kvcache --model llama-3-8b --measure-seq "$KV" --measure-layers 4 \
+step kvcache 35 $LLMBENCH kvcache --model llama-3-8b --measure-seq "$KV" --measure-layers 4 \
   --impl "$KV_IMPL" --dtype "$KV_DTYPE" --json "$DIR/kvcache.json" -q
 # The process-group paths, on every GPU present (one is enough to run each code path): NCCL
 # bound to each rank's GPU at set-up, windowed timing, the result check on the device.

@@ -44,11 +44,25 @@ def _headline(doc: dict[str, Any]) -> list[str]:
             extra = "".join(f" {label} {m[key]:.3g}x" for key, label in (
                 ("speedup_vs_standard_x", "speed-up"),
                 ("memory_reduction_vs_standard_x", "memory")) if key in m)
+            roof = (f", {m['arithmetic_intensity']:.3g} FLOP/B {m.get('bound', '?')}-bound "
+                    f"{m['roofline_pct']:.3g} % of roofline" if "roofline_pct" in m else "")
             lines.append(f"{c['name']}: {t:.4g} ms, {m.get('throughput_tflops', 0):.4g} TFLOP/s,"
-                         f" err {m.get('max_abs_error', float('nan')):.1e}{extra}")
+                         f" err {m.get('max_abs_error', float('nan')):.1e}{extra}{roof}")
+            if c.get("trace"):
+                top = (c["trace"].get("top") or [{}])[0]
+                lines.append(f"  top op {top.get('name')} {top.get('pct', 0):.3g} % "
+                             f"({c['trace'].get('ranked_by')}); snapshot "
+                             f"{c['trace'].get('memory_snapshot')}")
         source = doc.get("summary", {}).get("peak_source")
         if source:
             lines.append(f"peak: {doc['summary'].get('peak_tflops')} TFLOP/s ({source})")
+    elif bench == "peak":
+        for c in cases:
+            m = c.get("metrics", {})
+            figure = (f"{m['tflops']:.4g} TFLOP/s" if "tflops" in m
+                      else f"{m.get('gbps', 0):.4g} GB/s")
+            lines.append(f"{c['name']}: {figure}")
+        lines.append(f"summary: {json.dumps(doc.get('summary', {}), default=str)[:600]}")
     elif bench == "tune" and doc.get("summary", {}).get("compile_only"):
         for arch, t in doc["summary"].get("targets", {}).items():
             lines.append(f"{arch}: {t['fit']} of {t['cases']} fit, most shared memory "

@@ -36,6 +36,11 @@ def test_amp_small_run(hw, fast_timing):
         assert len(m["loss_curve"]) == 6 and m["time_ms"].n == 3  # steps after 3 warm-ups
         assert m["activation_memory_bytes"] > 0 and m["peak_memory_bytes"] > 0
         assert abs(m["loss_diff_vs_fp32"]) < 0.05
+        assert m["arithmetic_intensity"] == m["flops_per_step"] / m["bytes_moved"]
+    # bf16 autocast keeps fp32 weights and states: the same lower-bound traffic, less activation
+    assert (cases["bf16"].metrics["bytes_moved"] - cases["fp32"].metrics["bytes_moved"]
+            == 2 * (cases["bf16"].metrics["activation_memory_bytes"]
+                    - cases["fp32"].metrics["activation_memory_bytes"]))
     assert cases["fp16+scaler"].metrics["scale_trace"] == [65536.0] * 6
     assert "scale_trace" not in cases["bf16"].metrics
     demo = cases["underflow-demo"].metrics
@@ -67,6 +72,10 @@ def test_checkpoint_small_sweep(hw, fast_timing):
     for policy in ("every", "sqrt"):
         assert by[f"{policy}/layers=8"].metrics["activation_saved_pct"] > 50
     assert by["none/layers=8"].metrics["overhead_pct"] == 0.0
+    # recomputation: every and sqrt both run all 8 layers' forward again, but for the last
+    # down-projection of each segment (torch's early stop): every has 8 segments, sqrt 3
+    flops = {p: by[f"{p}/layers=8"].metrics["flops_per_step"] for p in ("none", "sqrt", "every")}
+    assert flops["none"] < flops["every"] < flops["sqrt"]
     fits = doc.summary["activation_fit"]
     assert set(fits) == {"none", "every", "every-2", "sqrt"}
     assert 0.8 < fits["none"]["exponent"] < 1.2
@@ -113,6 +122,11 @@ def test_optim_small_run(hw, fast_timing):
     assert d["adam+l2_decay_ratio_median"] > 2  # L2 goes through 1/sqrt(v): far from 1
     assert d["adam+l2_decay_ratio_small_grads"] > d["adam+l2_decay_ratio_large_grads"]
     assert doc.summary["params"] == by["sgd"].metrics["params"]
+    # the optimizer's step moves its states twice (read, write): AdamW's 8 B/param more than
+    # SGD's none, plus its per-tensor step counters
+    extra = by["adamw"].metrics["bytes_moved"] - by["sgd"].metrics["bytes_moved"]
+    assert extra == 2 * by["adamw"].metrics["state_bytes"]
+    assert by["adamw"].metrics["arithmetic_intensity"] == 0.0  # element-wise work only
 
 
 def test_optim_analytic_for_large_models():
@@ -149,6 +163,12 @@ def test_accum_small_run(hw, fast_timing):
         assert case.status == "ok", case.reason
         assert case.metrics["grad_rel_error"] < 1e-5
     assert doc.cases[0].metrics["grad_max_abs_error"] == 0.0
+    # the same FLOPs however the batch is split; each further micro-batch reads the weights
+    # twice more and reads and writes the gradients to accumulate
+    flops = {c.metrics["flops_per_step"] for c in doc.cases}
+    assert len(flops) == 1
+    moved = [c.metrics["bytes_moved"] for c in doc.cases]
+    assert moved[0] < moved[1] < moved[2]
     assert default_micro(32) == [32, 16, 8, 4]
     assert default_micro(6) == [6, 3, 1]
     with pytest.raises(UsageError, match="--micro 5 does not divide --batch 32"):

@@ -13,15 +13,19 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, field_validator
 
 from llmbench.benches.training import (
+    ACTIVATIONS,
     MODEL_PANEL,
     STEP_PEAK,
+    STEP_ROOFLINE,
     TOKENS_PER_S,
+    RooflineUsed,
     TrainingCase,
     TrainingConfig,
     case_params,
     resolve_device,
     run_args,
 )
+from llmbench.core import roofline
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import ERROR_FLOOR, RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
@@ -55,6 +59,7 @@ class AccumSummary(BaseModel):
     model_config = RECORD
 
     effective_batch: int
+    roofline: RooflineUsed = Field(default_factory=dict)
 
 
 def default_micro(batch: int) -> list[int]:
@@ -76,6 +81,8 @@ class AccumBenchmark(Benchmark[AccumConfig]):
     metrics = (
         TOKENS_PER_S,
         STEP_PEAK,
+        ACTIVATIONS,
+        *STEP_ROOFLINE,
         Metric("grad_max_abs_error", "abs", "lower",
                "max |accumulated gradient - whole batch's|", family="error", floor=ERROR_FLOOR),
         Metric("grad_rel_error", "rel", "lower",
@@ -114,7 +121,8 @@ class AccumBenchmark(Benchmark[AccumConfig]):
                 if whole.time() and case.time():
                     metrics["slowdown_vs_whole_x"] = case.time().median / whole.time().median
             out.append(case.model_copy(update={"metrics": metrics}))
-        return out, {"effective_batch": config.batch}
+        out, used = roofline.apply(out, ctx, "flops_per_step", lambda c: "fp32")
+        return out, {"effective_batch": config.batch, "roofline": used}
 
 
 # ------------------------------------------------------------------ one case, in the child
@@ -126,7 +134,8 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     from llmbench.core.memory import measure_peak
     from llmbench.core.timing import measure
     from llmbench.train.case import setup
-    from llmbench.train.loop import gradients, lm_loss, train_step
+    from llmbench.train.loop import activation_step, gradients, lm_loss, train_step
+    from llmbench.train.traffic import step_figures
 
     p = payload["params"]
     s = setup(payload)
@@ -137,6 +146,9 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         return train_step(s.model, optimizer, tokens, micro_batches=steps)
 
     step()  # warm-up
+    # What one micro-batch's forward keeps for its backward (the roofline's traffic).
+    _, activation = activation_step(s.model, optimizer, tokens.chunk(steps, dim=0)[0],
+                                    device=s.device)
     _, peak = measure_peak(step, device=s.device)
     stats = measure(step, device=s.device, policy=s.timing)
 
@@ -156,4 +168,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "peak_memory_bytes": peak.peak_bytes,
         "grad_max_abs_error": diff,
         "grad_rel_error": diff / scale if scale else 0.0,
+        "activation_memory_bytes": activation,  # one micro-batch's
+        **step_figures(s.model, optimizer, p["batch"], p["seq"], activation,
+                       micro_batches=steps),
     }

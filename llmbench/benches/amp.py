@@ -19,13 +19,16 @@ from pydantic import BaseModel, Field
 from llmbench.benches.training import (
     ACTIVATIONS,
     STEP_PEAK,
+    STEP_ROOFLINE,
     TOKENS_PER_S,
+    RooflineUsed,
     TrainingCase,
     TrainingConfig,
     case_params,
     resolve_device,
     run_args,
 )
+from llmbench.core import roofline
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.dtypes import torch_dtype
@@ -71,6 +74,7 @@ class AmpSummary(BaseModel):
     loss_tolerance: float | None = None
     parity: dict[str, AmpParity] = Field(default_factory=dict)
     warmup_steps: int | None = None
+    roofline: RooflineUsed = Field(default_factory=dict)
 
 
 def variant_unsupported(device: str, variant: str, hw: HardwareInfo) -> str | None:
@@ -110,6 +114,7 @@ class AmpBenchmark(Benchmark[AmpConfig]):
         TOKENS_PER_S,
         STEP_PEAK,
         ACTIVATIONS,
+        *STEP_ROOFLINE,
         Metric("activation_saved_pct", "%", "higher", "activation memory saved vs fp32",
                derived=True),
         Metric("final_loss", "nats", "lower", "the loss at the last step"),
@@ -177,8 +182,10 @@ class AmpBenchmark(Benchmark[AmpConfig]):
                 parity[case.name] = {"loss_diff": diff,
                                      "within_tolerance": abs(diff) <= config.loss_tolerance}
             out.append(case.model_copy(update={"metrics": metrics}))
+        out, used = roofline.apply(out, ctx, "flops_per_step",
+                                   lambda c: c.params["variant"])  # fp32, bf16, fp16
         return out, {"loss_tolerance": config.loss_tolerance, "parity": parity,
-                     "warmup_steps": WARMUP_STEPS}
+                     "warmup_steps": WARMUP_STEPS, "roofline": used}
 
 
 # ------------------------------------------------------------------ one case, in the child
@@ -191,6 +198,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     from llmbench.core.timing import TimeStats, stopwatch
     from llmbench.train.case import setup
     from llmbench.train.loop import Precision, activation_step, train_step
+    from llmbench.train.traffic import step_figures
 
     p = payload["params"]
     s = setup(payload, batches=p["steps"])
@@ -232,9 +240,15 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "first_loss": losses[0],
         "loss_curve": losses,
         "skipped_steps": len(skipped_at),
+        **step_figures(s.model, optimizer, p["batch"], p["seq"], activation or 0),
     }
     if scaler is not None:
         metrics.update(_scaler_metrics(scaler, scales, skipped_at))
+    from llmbench.core import tracing
+
+    # --trace: one more step, after every figure above (it moves the weights and the scale).
+    tracing.after_timing(lambda: train_step(s.model, optimizer, s.batches[-1],
+                                            precision=precision, scaler=scaler), s.device)
     return metrics
 
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from llmbench import kernels
-from llmbench.core import hardware
+from llmbench.core import hardware, roofline
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import ERROR_FLOOR, RECORD, Metric, Opt, flag_of
 from llmbench.core.dtypes import torch_dtype
@@ -43,8 +43,14 @@ from llmbench.core.flags import (
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
 from llmbench.core.profiles import AttentionTile, KernelTile, Profile
 from llmbench.core.results import CaseResult
+from llmbench.core.roofline import RooflineCeilings
 from llmbench.core.timing import TimingPolicy
-from llmbench.kernels.problem import AttentionProblem, attended_pairs, attention_flops
+from llmbench.kernels.problem import (
+    AttentionProblem,
+    attended_pairs,
+    attention_bytes,
+    attention_flops,
+)
 
 # Tile fields a user may override (their flags: the config's Opt declarations).
 TILE_KEYS = ("block_m", "block_n", "num_warps", "num_stages")
@@ -224,7 +230,9 @@ class AttentionSummary(BaseModel):
     padded_flops: float | None = None
     padded_flops_wasted_pct: float | None = None
     peak_tflops: float | None = None
-    peak_source: str | None = None  # dense from here on
+    peak_source: str | None = None
+    roofline: RooflineCeilings | None = None  # the ceilings of the roofline figures
+    # dense from here on
     scaling: dict[str, AttentionScaling] = {}
     standard_limit: AttentionStandardLimit | None = None
     window: dict[str, AttentionWindowRow] | None = None  # "impl/seq=N" -> its row
@@ -242,10 +250,6 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
     params_type = AttentionCase
     summary_type = AttentionSummary
     metrics = (
-        Metric("throughput_tflops", "TFLOP/s", "higher",
-               "the FLOPs the call needs per second of its median time", derived=True),
-        Metric("peak_utilization_pct", "%", "higher",
-               "throughput as a share of the profile's peak TFLOP/s", derived=True),
         Metric("peak_memory_bytes", "B", "lower", "peak memory of one call above its inputs"),
         Metric("predicted_memory_bytes", "B", "info",
                "the memory the call was predicted to add above its inputs"),
@@ -259,6 +263,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         Metric("grad_check_seq", "1", "info", "query length of the gradient check"),
         Metric("grad_check_kv_seq", "1", "info", "key length of the gradient check"),
         Metric("flops_per_call", "FLOP", "info", "the FLOPs one call needs"),
+        *roofline.METRICS,
         Metric("launched_tile", "", "info", "the Triton tile the last launch used"),
         Metric("speedup_vs_standard_x", "x", "higher",
                "standard's time / this one's, same seq and mode", derived=True),
@@ -361,19 +366,19 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         dtype = config.dtype or "fp32"
         figures = ctx.profile.peak_figures(ctx.hw)
         peak = figures.tflops.get(dtype)
+        ceil = roofline.ceilings(ctx.profile, ctx.hw, ctx.device, dtype)
         if config.varlen is not None:
             from llmbench.benches.attention_varlen import summarize_varlen
 
-            return summarize_varlen(config, cases, peak)
+            return summarize_varlen(config, cases, peak, ceil)
         standard = {(c.params["seq"], c.params["mode"], c.params.get("window")): c
                     for c in cases if c.params["impl"] == "standard" and c.ok}
         out = []
         for case in cases:
             metrics = dict(case.metrics)
             if case.ok:
-                tflops = metrics.get("throughput_tflops")
-                if peak and isinstance(tflops, float):
-                    metrics["peak_utilization_pct"] = 100.0 * tflops / peak
+                metrics.update(roofline.case_figures(
+                    metrics.get("flops_per_call"), metrics.get("bytes_moved"), case, ceil, peak))
                 base = standard.get((case.params["seq"], case.params["mode"],
                                      case.params.get("window")))
                 if base is not None and base.time() and case.time():
@@ -386,6 +391,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         summary: dict[str, Any] = {
             "peak_tflops": peak,
             "peak_source": f"profile {ctx.profile.name}: {figures.source}",
+            "roofline": ceil.record(),
             "scaling": _scaling([c for c in out if c.params.get("window") is None]),
             "standard_limit": _standard_limit(config, out, ctx, self._problem),
         }
@@ -510,6 +516,8 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "max_abs_error": max_err,
         "error_rows_checked": rows_checked,
         "flops_per_call": flops,
+        "bytes_moved": attention_bytes(case.problem,
+                                       materializes=kernels.get(p["impl"]).materializes),
     }
     if p["impl"] == "triton":
         from llmbench.kernels.triton_flash import last_launch

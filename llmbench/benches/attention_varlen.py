@@ -20,8 +20,15 @@ from llmbench.core.errors import UsageError
 from llmbench.core.memory import warm_then_peak
 from llmbench.core.profiles import AttentionTile
 from llmbench.core.results import CaseResult
+from llmbench.core.roofline import UTILIZATION, Ceilings, case_figures
 from llmbench.core.timing import TimeStats, measure_warmed
-from llmbench.kernels.problem import AttentionProblem, attended_pairs, mode_flops, pairs_flops
+from llmbench.kernels.problem import (
+    AttentionProblem,
+    attended_pairs,
+    attention_bytes,
+    mode_flops,
+    pairs_flops,
+)
 
 # case label -> the registry implementation whose packed form it runs (None: padded SDPA)
 VARLEN_CASES = {"triton-varlen": "triton", "flash-attn-varlen": "flash-attn", "sdpa-padded": None}
@@ -92,8 +99,8 @@ def plan_varlen(config: Any, ctx: PlanContext, tile: AttentionTile) -> list[Case
     return plans
 
 
-def summarize_varlen(config: Any, cases: list[CaseResult],
-                     peak: float | None) -> tuple[list[CaseResult], dict[str, Any]]:
+def summarize_varlen(config: Any, cases: list[CaseResult], peak: float | None,
+                     ceil: Ceilings) -> tuple[list[CaseResult], dict[str, Any]]:
     lengths = config.varlen
     kw = {"heads": config.heads, "head_dim": config.head_dim, "causal": config.causal,
           "window": config.window}
@@ -102,13 +109,17 @@ def summarize_varlen(config: Any, cases: list[CaseResult],
     out = []
     for case in cases:
         metrics = dict(case.metrics)
-        if case.ok and peak and "throughput_tflops" in metrics:
-            metrics["peak_utilization_pct"] = 100.0 * metrics["throughput_tflops"] / peak
+        if case.ok:  # placed by the FLOPs it computes; its throughput is the useful ones'
+            placed = case_figures(metrics.get("flops_computed"), metrics.get("bytes_moved"),
+                                  case, ceil, peak)
+            needed = case_figures(metrics.get("flops_needed"), metrics.get("bytes_moved"),
+                                  case, ceil, peak)
+            metrics.update({**placed, **{k: v for k, v in needed.items() if k in UTILIZATION}})
         out.append(case.model_copy(update={"metrics": metrics}))
     return out, {"lengths": lengths, "total_tokens": sum(lengths), "longest": max(lengths),
                  "useful_flops": useful, "padded_flops": padded,
                  "padded_flops_wasted_pct": 100.0 * (1 - useful / padded),
-                 "peak_tflops": peak}
+                 "peak_tflops": peak, "roofline": ceil.record()}
 
 
 # ------------------------------------------------------------------ one case, in the child
@@ -273,4 +284,20 @@ def _metrics(p: dict[str, Any], stats: TimeStats, peak_bytes: int,
         "flops_needed": useful,
         "flops_computed": computed,
         "wasted_flops_pct": 100.0 * (1 - useful / computed),
+        "bytes_moved": varlen_bytes(p),
     }
+
+
+def varlen_bytes(p: dict[str, Any]) -> int:
+    """The traffic of a fused kernel (kernels.problem.attention_bytes) over the packed tokens,
+    or, padded, over batch x longest plus the boolean mask (batch x longest^2), read by the
+    forward and again by the backward."""
+    lengths = p["varlen"]
+    padded = p["impl"] == "sdpa-padded"
+    batch, seq = (len(lengths), max(lengths)) if padded else (1, sum(lengths))
+    problem = AttentionProblem(
+        batch=batch, heads=p["heads"], kv_heads=p["kv_heads"], seq=seq,
+        head_dim=p["head_dim"], dtype=p["dtype"], causal=False, mode=p["mode"],
+        device=p["device"])
+    mask = batch * seq * seq * (2 if p["mode"] == "fwd+bwd" else 1) if padded else 0
+    return attention_bytes(problem, materializes=False) + mask

@@ -19,9 +19,11 @@ from pydantic import BaseModel, Field, field_validator
 from llmbench.benches.training import (
     ACTIVATIONS,
     STEP_PEAK,
+    STEP_ROOFLINE,
     TOKENS_PER_S,
     Batch,
     Model,
+    RooflineUsed,
     Seq,
     TrainingCase,
     TrainingConfig,
@@ -29,6 +31,7 @@ from llmbench.benches.training import (
     resolve_device,
     run_args,
 )
+from llmbench.core import roofline
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.fit import power_law_exponent
@@ -85,6 +88,7 @@ class CheckpointSummary(BaseModel):
     model_config = RECORD
 
     activation_fit: dict[str, ActivationFit] = Field(default_factory=dict)
+    roofline: RooflineUsed = Field(default_factory=dict)
 
 
 def policy_label(policy: str, every: int) -> str:
@@ -107,6 +111,7 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
     metrics = (
         TOKENS_PER_S,
         ACTIVATIONS,
+        *STEP_ROOFLINE,
         Metric("activation_peak_bytes", "B", "lower",
                "peak of forward + backward, recomputation included"),
         STEP_PEAK,
@@ -159,7 +164,8 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
                     if metrics.get(key) and base.metrics.get(key):
                         metrics[name] = 100.0 * (1 - metrics[key] / base.metrics[key])
             out.append(case.model_copy(update={"metrics": metrics}))
-        return out, {"activation_fit": _fits(config, out)}
+        out, used = roofline.apply(out, ctx, "flops_per_step", lambda c: "fp32")
+        return out, {"activation_fit": _fits(config, out), "roofline": used}
 
 
 def _fits(config: CheckpointConfig, cases: list[CaseResult]) -> dict[str, Any]:
@@ -200,12 +206,16 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     from llmbench.core.timing import measure
     from llmbench.train.case import setup
     from llmbench.train.loop import activation_step, lm_loss, train_step
+    from llmbench.train.traffic import step_figures
 
     p = payload["params"]
     s = setup(payload, n_layers=p["layers"])
-    s.model.set_checkpointing([tuple(seg) for seg in p["segments"]])
     optimizer = torch.optim.AdamW(s.model.parameters(), lr=s.lr)
     tokens = s.batches[0]
+    # What the layers save without checkpointing: the recomputed ones save it again in the
+    # backward (the step's traffic, train.traffic).
+    _, saved_without = activation_step(s.model, optimizer, tokens, device=s.device)
+    s.model.set_checkpointing([tuple(seg) for seg in p["segments"]])
 
     def step() -> object:
         return train_step(s.model, optimizer, tokens)
@@ -224,12 +234,16 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
 
     _, act_peak = measure_peak(forward_backward, device=s.device)
     stats = measure(step, device=s.device, policy=s.timing)
+    recomputed = sum(b - a for a, b in p["segments"])
     return {
         "time_ms": stats.model_dump(),
         "tokens_per_s": s.tokens_per_step / (stats.median / 1e3),
         "activation_memory_bytes": activation,
         "activation_peak_bytes": act_peak.peak_bytes,
         "peak_memory_bytes": peak.peak_bytes,
-        "checkpointed_layers": sum(b - a for a, b in p["segments"]),
+        "checkpointed_layers": recomputed,
         "segments": len(p["segments"]),
+        **step_figures(s.model, optimizer, p["batch"], p["seq"],
+                       saved_without if recomputed else activation,
+                       recomputed_layers=recomputed, segments=len(p["segments"])),
     }

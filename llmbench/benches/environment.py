@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from llmbench import __version__, kernels
 from llmbench.core import hardware
+from llmbench.core.calibration import Calibration, load_calibration
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.profiles import AttentionTile, KernelTile, PeakFigures, select_profile
@@ -53,6 +54,8 @@ class EnvReport(BaseModel):
     peak: PeakFigures
     peak_tflops: float | None
     peak_memory_gbps: float | None
+    # What `llmbench peak --save` measured on this device, when it did: the roofline's ceilings.
+    calibration: Calibration | None = None
     implementations: list[ImplAvailability]
 
 
@@ -97,5 +100,5 @@ def describe(*, profile: str | None = None, device: str | None = None, head_dim:
         tile=p.tile_for(head_dim), tiles=tiles, head_dim=head_dim, dtype=dtype,
         default_dtype=default, dtype_unsupported=hardware.dtype_unsupported(device, dtype, hw),
         peak=peak, peak_tflops=peak.tflops.get(dtype), peak_memory_gbps=peak.memory_gbps,
-        implementations=impls,
+        calibration=load_calibration(hw, device), implementations=impls,
     )

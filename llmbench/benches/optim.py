@@ -24,12 +24,15 @@ from llmbench.benches.training import (
     ACTIVATIONS,
     MODEL_PANEL,
     STEP_PEAK,
+    STEP_ROOFLINE,
+    RooflineUsed,
     TrainingCase,
     TrainingConfig,
     case_params,
     resolve_device,
     run_args,
 )
+from llmbench.core import roofline
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
@@ -110,6 +113,7 @@ class OptimSummary(BaseModel):
     params: int
     analytic: list[AnalyticRow] = Field(default_factory=list)
     rule_of_thumb: str = ""
+    roofline: RooflineUsed = Field(default_factory=dict)
 
 
 def parse_param_count(text: str) -> int | None:
@@ -162,6 +166,7 @@ class OptimBenchmark(Benchmark[OptimConfig]):
     params_type = OptimCase
     summary_type = OptimSummary
     metrics = (
+        *STEP_ROOFLINE,
         Metric("params", "1", "info", "the model's parameters"),
         Metric("state_bytes", "B", "lower", "the optimizer's state, from its tensors"),
         Metric("analytic_state_bytes", "B", "info", "the state predicted from the shapes"),
@@ -222,7 +227,12 @@ class OptimBenchmark(Benchmark[OptimConfig]):
                   ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
         params = parameter_count(config.model)
         names = config.optimizers or list(optim_registry.OPTIMIZERS)
+        # The optimizer's step computes in the weights' dtype (bf16 only when pure bf16).
+        cases, used = roofline.apply(cases, ctx, "flops_per_step",
+                                     lambda c: "bf16" if c.params["precision"] == "bf16"
+                                     else "fp32")
         return cases, {
+            "roofline": used,
             "params": params,
             "analytic": [analytic_breakdown(params, n, config.precision) for n in names],
             "rule_of_thumb": "mixed-precision Adam: 16 B/param = 2 (fp16 weights) + 2 (fp16 "
@@ -245,6 +255,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     from llmbench.train.case import setup
     from llmbench.train.loop import Precision as Autocast
     from llmbench.train.loop import activation_step, gradient_bytes, parameter_bytes, train_step
+    from llmbench.train.traffic import optimizer_bytes
 
     s = setup(payload)
     precision = p["precision"]
@@ -290,6 +301,9 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         # Weights and states exist before the step; gradients are freed at its start, so the
         # step's own peak counts them.
         "training_peak_bytes": weights + state_bytes + peak.peak_bytes,
+        # The timed call is the optimizer's step: element-wise work only (no counted FLOPs).
+        "flops_per_step": 0.0,
+        "bytes_moved": optimizer_bytes(params, state_bytes),
     }
 
 

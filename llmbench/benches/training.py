@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmbench.core import roofline
 from llmbench.core.declare import RECORD, Metric
 from llmbench.core.flags import BATCH, LR, MODEL, SEQ, Device, Seed, flag_like
 from llmbench.core.hardware import HardwareInfo, usable_device
@@ -21,6 +22,12 @@ TOKENS_PER_S = Metric("tokens_per_s", "tok/s", "higher", "training tokens per se
 STEP_PEAK = Metric("peak_memory_bytes", "B", "lower", "peak memory of a training step")
 ACTIVATIONS = Metric("activation_memory_bytes", "B", "lower",
                      "what the forward pass keeps for the backward pass")
+# The step's place on the roofline (train.traffic counts its FLOPs and bytes; core.roofline).
+STEP_ROOFLINE = (Metric("flops_per_step", "FLOP", "info",
+                        "the FLOPs one timed call needs (6N per token plus attention)"),
+                 *roofline.METRICS)
+# A summary's ceilings of the roofline figures, by the dtype the cases compute in.
+RooflineUsed = dict[str, roofline.RooflineCeilings]
 # The model, batch and seq options of every training benchmark (a benchmark restates a field
 # with these types to change its default).
 Model = Annotated[str, flag_like(MODEL, help=f"Trained here: a built-in size ({', '.join(SIZES)}).",

@@ -224,7 +224,7 @@ def backward_tiles(tile: AttentionTile) -> tuple[dict[str, int], dict[str, int]]
 _ATTENTION_CASE_METRICS = (
     "throughput_tflops", "peak_memory_bytes", "predicted_memory_bytes", "input_memory_bytes",
     "max_abs_error", "grad_max_abs_error", "error_rows_checked", "grad_check_seq",
-    "flops_per_call", "launched_tile")
+    "flops_per_call", "bytes_moved", "launched_tile")
 
 
 def _tile_label(tile: dict[str, int]) -> str:

@@ -131,6 +131,11 @@ class AttentionImpl:
     window: bool = True  # takes a left sliding window (window=W)
     varlen: str | None = None  # "module:function" of its packed (cu_seqlens) form, if any
 
+    @property
+    def materializes(self) -> bool:
+        """Writes the seq x seq scores and probabilities to memory (the roofline's traffic)."""
+        return self.memory == "O(seq^2)"
+
     def unavailable(self, p: AttentionProblem) -> str | None:
         return self.shape_reason(p) or self.device_reason(p)
 

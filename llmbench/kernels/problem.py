@@ -143,3 +143,34 @@ def attention_flops(p: AttentionProblem) -> float:
     fwd = pairs_flops(attended_pairs(p.seq, causal=p.causal, window=p.window, seq_k=p.kv_seq),
                       heads=p.heads, head_dim=p.head_dim, batch=p.batch)
     return mode_flops(fwd, p.mode)
+
+
+def attention_bytes(p: AttentionProblem, *, materializes: bool) -> int:
+    """Bytes a call must move to and from memory, the roofline's denominator: a lower bound,
+    each tensor counted once per pass that writes or reads it, caches assumed to hold nothing
+    between operations (true for the seq x seq matrices at the lengths that matter).
+
+    Fused kernels (FlashAttention and kin): the forward reads Q, K, V and writes O (and the
+    row log-sum-exp, when a backward follows); the backward reads Q, K, V, O, dO and the
+    log-sum-exp and writes dQ, dK, dV. K and V re-read per query tile are not counted (they
+    come from cache when the tile's K/V fit), so a fused kernel's intensity is an upper bound.
+
+    Unfused (`materializes`: standard, SDPA's math backend) add the seq x seq_k matrices the
+    algorithm materializes: the forward writes the scores S and reads them into the softmax,
+    writes the probabilities P and reads them into P V (4 matrices) and reads the boolean mask
+    when it masks; the backward reads P for dV, writes and reads dP, reads P again in the
+    softmax backward, writes dS and reads it for dQ and for dK (7 matrices), and reads the
+    mask again. The eager programs add passes of their own that this leaves out, so their
+    real traffic is higher still: standard's scaled-Q temporary and in-place masking pass
+    (S read and written once more), the math backend's scaled Q and K, its fp32 additive mask
+    and, for GQA, K and V copied out to every query head."""
+    q, kv, o, lse = p.q_bytes, p.kv_bytes, p.q_bytes, p.lse_bytes
+    backward = p.mode == "fwd+bwd"
+    if not materializes:
+        fwd = q + kv + o + (lse if backward else 0)
+        bwd = (q + kv + o + o + lse) + (q + kv)  # reads Q, K, V, O, dO, LSE; writes dQ, dK, dV
+    else:
+        s, mask = p.score_bytes, p.mask_elements  # a bool mask: one byte an element
+        fwd = q + kv + o + 4 * s + mask
+        bwd = (q + kv + o) + 7 * s + mask + (q + kv)  # reads Q, K, V, dO; writes dQ, dK, dV
+    return fwd + (bwd if backward else 0)

@@ -7,6 +7,7 @@ from rich.console import Console
 from llmbench.benches import params_of, summary_of
 from llmbench.core.results import ResultDocument
 from llmbench.core.units import format_bytes
+from llmbench.report import roofline
 from llmbench.report.tables import (
     bytes_cell,
     header,
@@ -35,11 +36,14 @@ def render(doc: ResultDocument, console: Console) -> None:
     table = new_table()
     windowed = cfg.get("window") is not None
     kv_seq = cfg.get("kv_seq")  # keys and values of another length than the queries
+    # % of the measured GEMM peak, beside % of the theoretical one, once `peak --save` ran
+    attainable = any("attainable_utilization_pct" in c.metrics for c in doc.cases)
     for col, justify in [("impl", "left"), ("seq", "right")] + (
             [("kv seq", "right")] if kv_seq else []) + (
             [("mask", "left")] if windowed else []) + [("status", "left"),
                          ("median", "right"), ("IQR", "right"), ("n", "right"),
-                         ("TFLOP/s", "right"), ("% peak", "right"), ("peak mem", "right"),
+                         ("TFLOP/s", "right"), ("% peak", "right")] + (
+            [("% att.", "right")] if attainable else []) + [("peak mem", "right"),
                          ("predicted", "right"), ("max err", "right"), ("speed-up", "right"),
                          ("mem ÷", "right")]:
         table.add_column(col, justify=justify)
@@ -54,6 +58,7 @@ def render(doc: ResultDocument, console: Console) -> None:
             str(case.time().n) if case.time() else "-",
             number(m.get("throughput_tflops"), "{:.3g}"),
             number(m.get("peak_utilization_pct"), "{:.1f}"),
+            *([number(m.get("attainable_utilization_pct"), "{:.1f}")] if attainable else []),
             bytes_cell(m.get("peak_memory_bytes")) if case.ok else "-",
             bytes_cell(m.get("predicted_memory_bytes")) if case.status != "unavailable" else "-",
             number(m.get("max_abs_error"), "{:.1e}"),
@@ -77,6 +82,7 @@ def render(doc: ResultDocument, console: Console) -> None:
     lines += [f"triton launched with {t}" for t in sorted(tiles)]
     print_lines(console, lines)
     _render_summary(doc, console)
+    roofline.render(doc, console)
 
 
 def _render_varlen(doc: ResultDocument, console: Console) -> None:
@@ -110,6 +116,7 @@ def _render_varlen(doc: ResultDocument, console: Console) -> None:
                  f"{summary.useful_flops:.3g} needed: {summary.padded_flops_wasted_pct:.1f}"
                  " % wasted; eff. TFLOP/s counts the needed FLOPs only")
     print_lines(console, lines)
+    roofline.render(doc, console)
 
 
 def _render_summary(doc: ResultDocument, console: Console) -> None:
@@ -150,3 +157,7 @@ def _render_summary(doc: ResultDocument, console: Console) -> None:
     if peak:
         console.print(f"% peak is against {peak:.4g} TFLOP/s ({summary.peak_source})",
                       highlight=False)
+    ceil = summary.roofline
+    if ceil is not None and any("attainable_utilization_pct" in c.metrics for c in doc.cases):
+        console.print(f"% att. is against the {ceil.peak_tflops:.4g} TFLOP/s this device's "
+                      f"GEMM reached ({ceil.source})", highlight=False)

@@ -98,6 +98,17 @@ def _print_profile(report: EnvReport, console: Console) -> None:
             else f"no {report.dtype} peak")
     bw = f" · {report.peak_memory_gbps:g} GB/s" if report.peak_memory_gbps else ""
     console.print(f"  peak: {peak}{bw} ({escape(report.peak.source)})", highlight=False)
+    cal = report.calibration
+    if cal is None:
+        console.print("  attainable: not measured (`llmbench peak --save` measures it; the "
+                      "roofline then uses it)", highlight=False)
+        return
+    gemm = cal.gemm_tflops.get(report.dtype)
+    gemm_text = (f"{gemm:.4g} TFLOP/s {report.dtype} GEMM" if gemm
+                 else f"no {report.dtype} GEMM figure")
+    bw_text = f" · {cal.bandwidth_gbps:.4g} GB/s" if cal.bandwidth_gbps else ""
+    console.print(f"  attainable: {gemm_text}{bw_text} ({escape(cal.describe())})",
+                  highlight=False)
 
 
 def _tiles_table(report: EnvReport) -> Table:

@@ -245,5 +245,8 @@ def plotter_of(benchmark: str) -> Callable[[ResultDocument], list[Figure]] | Non
 
 
 def figures(doc: ResultDocument) -> list[Figure]:
+    """The benchmark's own plots, then the roofline chart when its cases carry the figures."""
+    from llmbench.report import roofline
+
     plotter = plotter_of(doc.benchmark)
-    return plotter(doc) if plotter else []
+    return (plotter(doc) if plotter else []) + roofline.chart(doc)

@@ -9,6 +9,7 @@ from rich.console import Console
 from llmbench.benches import params_of, summary_of
 from llmbench.core.results import CaseResult, ResultDocument
 from llmbench.core.units import format_bytes
+from llmbench.report import roofline
 from llmbench.report.tables import (
     bytes_cell,
     header,
@@ -111,6 +112,7 @@ def render_amp(doc: ResultDocument, console: Console) -> None:
             f"{m['zeroed_fraction_scaled']:.4%}", highlight=False)
     elif demo is not None:
         console.print(f"underflow demo {demo.status}: {demo.reason}", highlight=False)
+    roofline.render(doc, console)
 
 
 def render_checkpoint(doc: ResultDocument, console: Console) -> None:
@@ -140,6 +142,7 @@ def render_checkpoint(doc: ResultDocument, console: Console) -> None:
                           number(fit.exponent_raw, "{:.2f}"),
                           ", ".join(map(str, fit.layers)))
         console.print(table)
+    roofline.render(doc, console)
 
 
 def render_optim(doc: ResultDocument, console: Console) -> None:
@@ -166,6 +169,7 @@ def render_optim(doc: ResultDocument, console: Console) -> None:
                       "optimizer.step() alone. sum: weights + grads + states + activations as "
                       "if held at once; peak: measured over a training step (activations are "
                       "freed while gradients fill in, so it is lower)", highlight=False)
+        roofline.render(doc, console)
     _print_analytic(doc, console)
     decay = next((c for c in doc.cases if params_of(doc, c).optimizer == "decay-comparison"),
                  None)
@@ -229,3 +233,4 @@ def render_accum(doc: ResultDocument, console: Console) -> None:
     ])
     console.print("grad Δ: the accumulated gradient against the whole batch's in one pass "
                   "(max abs, and relative to the largest gradient)", highlight=False)
+    roofline.render(doc, console)

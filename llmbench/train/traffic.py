@@ -1,0 +1,107 @@
+"""A training step's FLOPs and the bytes it must move: the roofline's inputs (core.roofline)
+for amp, checkpoint, accum and optim, computed from the model in the case's process.
+
+FLOPs, the convention of Kaplan et al. 2020 and Narayanan et al. 2021 ("6N" per token): a
+forward pass is 2 FLOPs per weight of every matrix multiply (the blocks' projections and MLP,
+the output head) per token, plus the attention core, 4 * batch * heads * head_dim * pairs per
+layer with causal pairs counted as seq^2 / 2; the backward pass is twice the forward for the
+matrix multiplies and 2.5x for the attention core (a fused kernel's backward recomputes the
+scores): the convention of flash-attention's benchmarks, which `llmbench attention` follows
+(kernels.problem), whatever attention the model runs. Checkpointed layers run their forward
+once more, but for the last down-projection of each segment (`step_flops`). Element-wise work
+(norms, activations, the optimizer's update) is not counted, as in MFU.
+
+Bytes, a lower bound, caches assumed to keep nothing between passes: the forward reads every
+weight, the backward reads them again and writes the gradients (a later micro-batch reads and
+writes them again to accumulate), the activations saved for the backward are written once and
+read once (their measured size; with checkpointing, the size without it, since the recomputed
+layers save theirs again), a recomputed layer reads its weights once more, and the optimizer
+reads the weights, gradients and states and writes the weights and states. A lower bound of
+the kind a fused kernel reaches: torch's eager element-wise ops (an optimizer's single-tensor
+update, norms, activations) make extra passes over their tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from llmbench.kernels.problem import attended_pairs, mode_flops, pairs_flops
+
+
+def _matmul_weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def _bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def layer_forward_flops(model: Any, batch: int, seq: int) -> float:
+    """One block's forward over sequences of `seq` tokens (seq - 1 positions, as step_flops):
+    its matrix multiplies and its attention core."""
+    cfg = model.cfg
+    seq -= 1
+    core = pairs_flops(attended_pairs(seq, causal=True), heads=cfg.n_heads,
+                       head_dim=cfg.head_size, batch=batch)
+    return 2.0 * _matmul_weights(model.layers[0]) * batch * seq + core
+
+
+def step_flops(model: Any, batch: int, seq: int, *, recomputed_layers: int = 0,
+               segments: int = 0) -> float:
+    """FLOPs of one training step over `batch` sequences of `seq` tokens (however it is split
+    into micro-batches). The model reads seq - 1 of them: the last is only a target
+    (train.loop.lm_loss). `recomputed_layers` in `segments` checkpointed segments: torch's
+    non-reentrant checkpoint stops recomputing once every saved tensor is back (its early
+    stop), so the last down-projection of each segment, whose output nothing saved, does not
+    run again."""
+    cfg = model.cfg
+    seq -= 1
+    tokens = batch * seq
+    core = pairs_flops(attended_pairs(seq, causal=True), heads=cfg.n_heads,
+                       head_dim=cfg.head_size, batch=batch)
+    core_step = mode_flops(core, "fwd+bwd")  # as `llmbench attention` counts it, any impl
+    matmul = 2.0 * (_matmul_weights(model.layers[0]) * cfg.n_layers
+                    + _matmul_weights(model.output)) * tokens
+    return (3.0 * matmul + cfg.n_layers * core_step
+            + recomputed_layers * layer_forward_flops(model, batch, seq + 1)
+            - segments * 2.0 * model.layers[0].ffn.w2.weight.numel() * tokens)
+
+
+def optimizer_bytes(params: list[torch.Tensor], state_bytes: int) -> int:
+    """The optimizer's step: reads weights, gradients and states, writes weights and states."""
+    weights = _bytes(params)
+    grads = _bytes(p.grad for p in params if p.grad is not None) or weights
+    return 2 * weights + grads + 2 * state_bytes
+
+
+def step_bytes(model: Any, state_bytes: int, activation_bytes: int, *, micro_batches: int = 1,
+               recomputed_layers: int = 0, segments: int = 0) -> int:
+    """Bytes one training step must move (the module's lower bound). `activation_bytes`: what
+    the forward passes save for the backward, recomputation included (with checkpointing, the
+    activations of the model without it: the recomputed layers save them again)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    weights = _bytes(params)
+    grads = weights  # a gradient per weight, in its dtype
+    recompute = (recomputed_layers * _bytes(model.layers[0].parameters())
+                 - segments * _bytes(model.layers[0].ffn.w2.parameters()))  # see step_flops
+    per_micro = 2 * weights + 2 * activation_bytes + recompute
+    accumulate = grads + 2 * grads * (micro_batches - 1)
+    return micro_batches * per_micro + accumulate + optimizer_bytes(params, state_bytes)
+
+
+def step_figures(model: Any, optimizer: Any, batch: int, seq: int, activation_bytes: int, *,
+                 micro_batches: int = 1, recomputed_layers: int = 0,
+                 segments: int = 0) -> dict[str, Any]:
+    """The case metrics a training benchmark reports for the roofline."""
+    from llmbench.train.optimizers import measured_state_bytes
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state, _ = measured_state_bytes(optimizer, params)
+    return {"flops_per_step": step_flops(model, batch, seq, segments=segments,
+                                         recomputed_layers=recomputed_layers),
+            "bytes_moved": step_bytes(model, state, activation_bytes,
+                                      micro_batches=micro_batches, segments=segments,
+                                      recomputed_layers=recomputed_layers)}

@@ -46,7 +46,8 @@ def render(doc: ResultDocument, console: Console) -> None:
                       number(m.get("roofline_pct"), "{:.1f}"),
                       number(m.get("attainable_utilization_pct"), "{:.1f}"))
     console.print(table)
-    for dtype, ceil in ceilings_of(doc).items():
+    used = ceilings_of(doc)
+    for dtype, ceil in used.items():
         label = f"{dtype} " if dtype else ""
         peak = f"{ceil.peak_tflops:.4g} TFLOP/s" if ceil.peak_tflops else "no compute ceiling"
         bw = f"{ceil.bandwidth_gbps:.4g} GB/s" if ceil.bandwidth_gbps else "no bandwidth ceiling"
@@ -54,7 +55,10 @@ def render(doc: ResultDocument, console: Console) -> None:
                  else "")
         console.print(f"{label}ceilings: {peak}, {bw}{ridge} ({ceil.source})", highlight=False)
     if any(c.metrics.get("attainable_utilization_pct") is None for c in cases):
-        console.print("% attainable needs this device's calibration: `llmbench peak --save`",
+        calibrated = any("measured" in ceil.source for ceil in used.values())
+        console.print("% attainable: left out where this device's calibration has no GEMM "
+                      "figure for the case's dtype" if calibrated else
+                      "% attainable needs this device's calibration: `llmbench peak --save`",
                       highlight=False)
 
 

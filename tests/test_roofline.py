@@ -160,3 +160,43 @@ def test_attention_cases_on_the_roofline(calibrated, tmp_path):
 
     pixels = plt.imread(io.BytesIO(figures[0][1]), format="png")
     assert pixels.shape[0] > 100
+
+
+def test_the_tally_counts_what_the_step_formulas_count():
+    """train.traffic.Tally counts each pass as it runs (the alignment loops' steps); on a plain
+    training step it must agree with the step formulas, and a forward without autograd is a
+    forward alone."""
+    import torch
+
+    from llmbench.kernels.problem import attended_pairs, pairs_flops
+    from llmbench.models.sizes import build
+    from llmbench.train.loop import train_step
+    from llmbench.train.optimizers import measured_state_bytes
+    from llmbench.train.traffic import Tally, step_bytes, step_flops
+
+    torch.manual_seed(0)
+    model = build("tiny", n_layers=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch, seq = 2, 24
+    tokens = torch.randint(0, 256, (batch, seq))
+    train_step(model, optimizer, tokens)  # the optimizer's states exist from here on
+    with Tally() as tally:
+        train_step(model, optimizer, tokens)
+    params = list(model.parameters())
+    state = measured_state_bytes(optimizer, params)[0]
+    assert tally.flops == pytest.approx(step_flops(model, batch, seq), rel=1e-12)
+    # the final norm is neither a block nor a linear layer: its weight (read twice, its
+    # gradient written) is all the tally leaves out of step_bytes' count without activations
+    norm = sum(p.numel() * p.element_size() for p in model.norm.parameters())
+    assert tally.bytes == step_bytes(model, state, 0) - 3 * norm
+
+    with torch.no_grad(), Tally() as forward:
+        model(tokens)
+    cfg = model.cfg
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    core = pairs_flops(attended_pairs(seq, causal=True), heads=cfg.n_heads,
+                       head_dim=cfg.head_size, batch=batch)
+    assert forward.flops == 2 * weights * batch * seq + cfg.n_layers * core
+    linear_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+                       if not n.startswith("norm."))
+    assert forward.bytes == linear_bytes

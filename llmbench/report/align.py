@@ -7,6 +7,7 @@ from rich.console import Console
 from llmbench.benches import params_of, summary_of
 from llmbench.core.results import CaseResult, ResultDocument
 from llmbench.core.units import format_bytes
+from llmbench.report import roofline
 from llmbench.report.formats import sparkline
 from llmbench.report.tables import (
     header,
@@ -81,6 +82,7 @@ def render(doc: ResultDocument, console: Console) -> None:
         console.print(f"--precompute-ref: the reference model is freed after one pass; peak "
                       f"memory {format_bytes(saved.peak)} lower, "
                       f"{format_bytes(saved.models)} less held in models", highlight=False)
+    roofline.render(doc, console)
 
 
 def _details(c: CaseResult, method: str, console: Console) -> None:

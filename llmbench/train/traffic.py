@@ -105,3 +105,89 @@ def step_figures(model: Any, optimizer: Any, batch: int, seq: int, activation_by
             "bytes_moved": step_bytes(model, state, activation_bytes,
                                       micro_batches=micro_batches, segments=segments,
                                       recomputed_layers=recomputed_layers)}
+
+
+class Tally:
+    """FLOPs and bytes of every pass the built-in models make while it is active, counted as
+    they happen: for loops whose steps mix several models and phases (the alignment methods:
+    a policy and a reference, generation with a KV cache, value and reward heads).
+
+    Each transformer block's forward counts its matrix multiplies and its attention core
+    against the keys it sees (the cache's too, when decoding), and reads its weights (and, from
+    a cache, the keys and values); a linear layer outside the blocks (an output or scalar head)
+    counts its own. A forward under autograd is counted with its backward, by the convention of
+    the module's docstring (the weights read again, their gradients written). Every optimizer
+    step adds its reads and writes (`optimizer_bytes`). The activations a forward saves are not
+    counted here (their size is not measured in these loops), so the bytes are a looser lower
+    bound than `step_bytes`'s."""
+
+    def __init__(self) -> None:
+        self.flops = 0.0
+        self.bytes = 0
+        self._depth = 0
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> Tally:
+        from torch.nn.modules import module as nn_module
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self._handles = [nn_module.register_module_forward_pre_hook(self._pre),
+                         nn_module.register_module_forward_hook(self._post),
+                         register_optimizer_step_post_hook(self._optimizer_step)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        from llmbench.models.transformer import Block
+
+        if isinstance(module, Block):
+            self._depth += 1
+
+    def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        from llmbench.models.transformer import Block
+
+        if isinstance(module, Block):
+            self._depth -= 1
+            x = args[0]
+            start = int(args[5]) if len(args) > 5 else 0
+            self._block(module, x.shape[0], x.shape[1], start, cached=len(args) > 3
+                        and args[3] is not None)
+        elif isinstance(module, nn.Linear) and self._depth == 0:
+            tokens = args[0].numel() // module.in_features
+            weights = _bytes(module.parameters())
+            self._count(2.0 * module.weight.numel() * tokens, 0.0, weights, module)
+
+    def _block(self, block: Any, batch: int, new: int, start: int, *, cached: bool) -> None:
+        attn = block.attn
+        pairs = attended_pairs(new, causal=True, seq_k=start + new)
+        core = pairs_flops(pairs, heads=attn.n_heads, head_dim=attn.head_dim, batch=batch)
+        weights = _bytes(block.parameters())
+        if cached:  # the cache's keys and values read, the new ones written
+            elem = next(block.parameters()).element_size()
+            weights += 2 * batch * attn.kv_heads * attn.head_dim * (start + new) * elem
+        self._count(2.0 * _matmul_weights(block) * batch * new, core, weights, block)
+
+    def _count(self, matmul: float, core: float, weights: int, module: nn.Module) -> None:
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+        if training:  # the backward: matmuls twice again, the core 2.5x; weights read, grads
+            self.flops += 3.0 * matmul + mode_flops(core, "fwd+bwd")
+            self.bytes += 2 * weights + _bytes(p for p in module.parameters() if p.requires_grad)
+        else:
+            self.flops += matmul + core
+            self.bytes += weights
+
+    def _optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        from llmbench.train.optimizers import measured_state_bytes
+
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.bytes += optimizer_bytes(params, measured_state_bytes(optimizer, params)[0])
+
+    def per_step(self, steps: int) -> dict[str, Any]:
+        """The case metrics: the totals over `steps` steps, per step."""
+        if steps <= 0:
+            return {}
+        return {"flops_per_step": self.flops / steps, "bytes_moved": self.bytes // steps}

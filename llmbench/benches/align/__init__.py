@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmbench.benches.training import built_in_size
+from llmbench.benches.training import STEP_ROOFLINE, RooflineUsed, built_in_size
+from llmbench.core import roofline
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
@@ -134,6 +135,7 @@ class AlignSummary(BaseModel):
     task: str | None = None
     data: str | None = None
     precompute_ref_saved_bytes: PrecomputeRefSaved | None = None
+    roofline: RooflineUsed = Field(default_factory=dict)
 
 
 class AlignBenchmark(Benchmark[AlignConfig]):
@@ -153,6 +155,7 @@ class AlignBenchmark(Benchmark[AlignConfig]):
     params_type = AlignCase
     summary_type = AlignSummary
     metrics = (
+        *STEP_ROOFLINE,
         Metric("tokens_per_s", "tok/s", "higher", "training tokens per second", derived=True),
         Metric("peak_memory_bytes", "B", "lower", "peak memory of the training loop"),
         Metric("memory/*_bytes", "B", "lower",
@@ -210,6 +213,9 @@ class AlignBenchmark(Benchmark[AlignConfig]):
                 "peak": a["peak_memory_bytes"] - b["peak_memory_bytes"],
                 "models": a.get("memory/reference_bytes", 0)
                 - b.get("memory/reference_logps_bytes", 0)}
+        # fp32 steps (the methods train in fp32); a step counted by train.traffic.Tally
+        cases, summary["roofline"] = roofline.apply(cases, ctx, "flops_per_step",
+                                                    lambda c: "fp32")
         return cases, summary
 
 

@@ -38,6 +38,7 @@ class Run:
     step_ms: list[float] = field(default_factory=list)
     tokens_per_step: list[int] = field(default_factory=list)
     clock: Any = None
+    traffic: dict[str, Any] = field(default_factory=dict)  # a step's FLOPs and bytes
 
     @property
     def dev(self) -> torch.device:
@@ -254,8 +255,20 @@ def train_and_eval(run: Run, loop: Callable[[], None], policy: Transformer,
     _, peak = measure_peak(loop, device=run.device)
     after = heldout_rule_and_prefs(run, policy, ref_logps)
     if step is not None:
-        tracing.after_timing(step, run.device)
+        after_figures(run, step)
     return peak, after
+
+
+def after_figures(run: Run, step: Callable[[], object]) -> None:
+    """Once every figure is taken (a step moves the weights): one more `step` with its FLOPs
+    and bytes counted (train.traffic.Tally, for the roofline; counting hooks every module
+    call, so never in the timed steps), then, under --trace, one more traced."""
+    from llmbench.train.traffic import Tally
+
+    with Tally() as tally:
+        step()
+    run.traffic = tally.per_step(1)
+    tracing.after_timing(step, run.device)
 
 
 def train_results(run: Run, peak: PeakMemory, roles: dict[str, torch.nn.Module],
@@ -264,6 +277,6 @@ def train_results(run: Run, peak: PeakMemory, roles: dict[str, torch.nn.Module],
                   precomputed: tuple[torch.Tensor, ...] | None = None) -> dict[str, Any]:
     """A policy-training method's metrics: step timing, peak memory, memory per role, the
     held-out figures before and after, `extra`, and the metric history."""
-    return {**run.timing_metrics(), "peak_memory_bytes": peak.peak_bytes,
+    return {**run.timing_metrics(), "peak_memory_bytes": peak.peak_bytes, **run.traffic,
             **role_metrics(roles, *optimizers, precomputed=precomputed),
             **before_after("eval/", before, after), **(extra or {}), **history_metrics(run)}

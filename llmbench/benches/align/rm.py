@@ -9,13 +9,14 @@ import torch
 
 from llmbench.benches.align.common import (
     Run,
+    after_figures,
     history_metrics,
     pair_reward_metrics,
     pair_tensors,
     reference_policy,
     role_metrics,
 )
-from llmbench.core import progress, tracing
+from llmbench.core import progress
 from llmbench.core.memory import measure_peak
 from llmbench.models.transformer import Transformer
 from llmbench.train.losses import reward_model_loss
@@ -100,7 +101,8 @@ def run_rm(run: Run) -> dict[str, Any]:
            **role_metrics({"reward": rm}, rm.optimizer),
            "eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"],
            "eval/reward_margin": after["margin"], **history_metrics(run)}
-    # --trace: one more step, after every figure and after the model is saved (it moves it).
-    tracing.after_timing(lambda: run.update(run.p("steps"), _rm_batch(run, rm, run.p("batch"))[0],
-                                            rm.optimizer), run.device)
-    return out
+    # The roofline's count and --trace: more steps, after every figure and after the model is
+    # saved (they move it).
+    after_figures(run, lambda: run.update(run.p("steps"), _rm_batch(run, rm, run.p("batch"))[0],
+                                          rm.optimizer))
+    return {**out, **run.traffic}

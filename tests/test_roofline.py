@@ -185,10 +185,11 @@ def test_the_tally_counts_what_the_step_formulas_count():
     params = list(model.parameters())
     state = measured_state_bytes(optimizer, params)[0]
     assert tally.flops == pytest.approx(step_flops(model, batch, seq), rel=1e-12)
-    # the final norm is neither a block nor a linear layer: its weight (read twice, its
-    # gradient written) is all the tally leaves out of step_bytes' count without activations
-    norm = sum(p.numel() * p.element_size() for p in model.norm.parameters())
-    assert tally.bytes == step_bytes(model, state, 0) - 3 * norm
+    # the norms' weights (read twice, their gradients written) are all the tally leaves out of
+    # step_bytes' count without activations
+    norms = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+                if n.endswith("norm.weight"))
+    assert tally.bytes == step_bytes(model, state, 0) - 3 * norms
 
     with torch.no_grad(), Tally() as forward:
         model(tokens)
@@ -198,5 +199,26 @@ def test_the_tally_counts_what_the_step_formulas_count():
                        head_dim=cfg.head_size, batch=batch)
     assert forward.flops == 2 * weights * batch * seq + cfg.n_layers * core
     linear_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
-                       if not n.startswith("norm."))
+                       if not n.endswith("norm.weight"))
     assert forward.bytes == linear_bytes
+
+
+def test_the_tally_counts_a_recomputation_once():
+    """A checkpointed segment's recomputation runs inside the backward: the tally counts it as
+    one more forward, as step_flops does."""
+    import torch
+
+    from llmbench.models.sizes import build
+    from llmbench.train.loop import train_step
+    from llmbench.train.traffic import Tally, step_flops
+
+    torch.manual_seed(0)
+    model = build("tiny", n_layers=2)
+    model.set_checkpointing([(0, 2)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    tokens = torch.randint(0, 256, (2, 16))
+    with Tally() as tally:
+        train_step(model, optimizer, tokens)
+    # what ran again: both layers but the segment's last down-projection (torch's early stop)
+    assert tally.flops == pytest.approx(
+        step_flops(model, 2, 16, recomputed_layers=2, segments=1), rel=1e-12)

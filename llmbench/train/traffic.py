@@ -112,27 +112,28 @@ class Tally:
     they happen: for loops whose steps mix several models and phases (the alignment methods:
     a policy and a reference, generation with a KV cache, value and reward heads).
 
-    Each transformer block's forward counts its matrix multiplies and its attention core
-    against the keys it sees (the cache's too, when decoding), and reads its weights (and, from
-    a cache, the keys and values); a linear layer outside the blocks (an output or scalar head)
-    counts its own. A forward under autograd is counted with its backward, by the convention of
-    the module's docstring (the weights read again, their gradients written). Every optimizer
-    step adds its reads and writes (`optimizer_bytes`). The activations a forward saves are not
-    counted here (their size is not measured in these loops), so the bytes are a looser lower
-    bound than `step_bytes`'s."""
+    Every linear layer counts 2 FLOPs per weight per token and reads its weights; every
+    attention module counts its core against the keys it sees (the cache's too, when decoding:
+    4 * batch * heads * head_dim * pairs, causal, bottom-right aligned) and the cache's keys
+    and values it reads. A forward under autograd is counted with its backward, by the
+    convention of the module's docstring (matrix multiplies 3x, the core 3.5x; the weights
+    read again, their gradients written); a forward inside a backward is a checkpointed
+    layer's recomputation, a forward only (counted per layer that ran: torch's early stop
+    skips the end of a segment). Every optimizer step adds its reads and writes
+    (`optimizer_bytes`). Norm weights and the activations a forward saves are not counted (the
+    activations' size is not measured in these loops), so the bytes are a looser lower bound
+    than `step_bytes`'s."""
 
     def __init__(self) -> None:
         self.flops = 0.0
         self.bytes = 0
-        self._depth = 0
         self._handles: list[Any] = []
 
     def __enter__(self) -> Tally:
         from torch.nn.modules import module as nn_module
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
-        self._handles = [nn_module.register_module_forward_pre_hook(self._pre),
-                         nn_module.register_module_forward_hook(self._post),
+        self._handles = [nn_module.register_module_forward_hook(self._post, with_kwargs=True),
                          register_optimizer_step_post_hook(self._optimizer_step)]
         return self
 
@@ -141,44 +142,40 @@ class Tally:
             handle.remove()
         self._handles = []
 
-    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        from llmbench.models.transformer import Block
+    def _post(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+              output: Any) -> None:
+        from llmbench.models.transformer import Attention
 
-        if isinstance(module, Block):
-            self._depth += 1
-
-    def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        from llmbench.models.transformer import Block
-
-        if isinstance(module, Block):
-            self._depth -= 1
-            x = args[0]
-            start = int(args[5]) if len(args) > 5 else 0
-            self._block(module, x.shape[0], x.shape[1], start, cached=len(args) > 3
-                        and args[3] is not None)
-        elif isinstance(module, nn.Linear) and self._depth == 0:
+        if isinstance(module, nn.Linear):
             tokens = args[0].numel() // module.in_features
-            weights = _bytes(module.parameters())
-            self._count(2.0 * module.weight.numel() * tokens, 0.0, weights, module)
+            self._count(2.0 * module.weight.numel() * tokens, 0.0,
+                        _bytes(module.parameters()), module)
+        elif isinstance(module, Attention):
+            # Attention.forward(x, cos, sin, cache=None, layer=0, start=0), by position or name
+            bound = dict(zip(("x", "cos", "sin", "cache", "layer", "start"), args,
+                             strict=False)) | kwargs
+            batch, new = bound["x"].shape[:2]
+            start = int(bound.get("start", 0))
+            core = pairs_flops(attended_pairs(new, causal=True, seq_k=start + new),
+                               heads=module.n_heads, head_dim=module.head_dim, batch=batch)
+            cache = 0
+            if bound.get("cache") is not None:  # its keys and values read, the new ones written
+                elem = module.wq.weight.element_size()
+                cache = 2 * batch * module.kv_heads * module.head_dim * (start + new) * elem
+            self._count(0.0, core, cache, module, weights=False)
 
-    def _block(self, block: Any, batch: int, new: int, start: int, *, cached: bool) -> None:
-        attn = block.attn
-        pairs = attended_pairs(new, causal=True, seq_k=start + new)
-        core = pairs_flops(pairs, heads=attn.n_heads, head_dim=attn.head_dim, batch=batch)
-        weights = _bytes(block.parameters())
-        if cached:  # the cache's keys and values read, the new ones written
-            elem = next(block.parameters()).element_size()
-            weights += 2 * batch * attn.kv_heads * attn.head_dim * (start + new) * elem
-        self._count(2.0 * _matmul_weights(block) * batch * new, core, weights, block)
-
-    def _count(self, matmul: float, core: float, weights: int, module: nn.Module) -> None:
-        training = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
-        if training:  # the backward: matmuls twice again, the core 2.5x; weights read, grads
+    def _count(self, matmul: float, core: float, read: int, module: nn.Module, *,
+               weights: bool = True) -> None:
+        # A forward inside a backward is a checkpointed layer's recomputation: a forward only.
+        recomputing = torch._C._current_graph_task_id() != -1
+        trained = [p for p in module.parameters() if p.requires_grad]
+        if torch.is_grad_enabled() and not recomputing and trained:
             self.flops += 3.0 * matmul + mode_flops(core, "fwd+bwd")
-            self.bytes += 2 * weights + _bytes(p for p in module.parameters() if p.requires_grad)
+            # the backward reads the weights again and writes their gradients
+            self.bytes += read + ((read + _bytes(trained)) if weights else 0)
         else:
             self.flops += matmul + core
-            self.bytes += weights
+            self.bytes += read
 
     def _optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         from llmbench.train.optimizers import measured_state_bytes

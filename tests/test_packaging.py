@@ -1,4 +1,5 @@
-"""A plain (non-editable) install must carry the profiles and run without the repository."""
+"""A plain (non-editable) install must carry the profiles and the presets' config documents,
+and run without the repository."""
 
 import os
 import subprocess
@@ -23,6 +24,10 @@ def test_wheel_ships_profiles_and_finds_them(tmp_path):
     assert shipped == [f"llmbench/profiles/{p}.toml"
                        for p in ("cpu", "sm100", "sm120", "sm70", "sm75", "sm80", "sm86",
                                  "sm89", "sm90")]
+    from llmbench.models.presets import PRESETS
+
+    assert sorted(n for n in names if n.startswith("llmbench/models/hf_configs/")) == \
+        sorted(f"llmbench/models/hf_configs/{p}.json" for p in PRESETS)
 
     target = tmp_path / "site"
     install = subprocess.run(
@@ -40,3 +45,10 @@ def test_wheel_ships_profiles_and_finds_them(tmp_path):
     assert where == str(target / "llmbench" / "profiles")
     assert names == ("['cpu', 'sm100', 'sm120', 'sm70', 'sm75', 'sm80', 'sm86', 'sm89', "
                      "'sm90']")
+    code = ("from llmbench.models import hf; c = hf.load_config('llama-3-8b'); "
+            "print(c.source); print(c.param_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        str(target / "llmbench" / "models" / "hf_configs" / "llama-3-8b.json"), "8030261248"]

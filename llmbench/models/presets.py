@@ -1,8 +1,11 @@
 """Published architectures (the numbers that size a KV cache), and Hugging Face config files.
 
-Figures are from each model's config.json on the Hugging Face Hub: num_hidden_layers,
-num_attention_heads, num_key_value_heads (Falcon-7B: multi_query), head_dim (or
-hidden_size / num_attention_heads) and max_position_embeddings.
+Each preset is a config.json shipped in `hf_configs/` (the fields of the model's published
+config.json on the Hugging Face Hub); its record here is read from that document by the same
+parser as a user's config file: num_hidden_layers, num_attention_heads, num_key_value_heads
+(Falcon-7B: multi_query), head_dim (or hidden_size / num_attention_heads) and
+max_position_embeddings (Falcon-7B's document leaves it to FalconConfig's default, 2048).
+`llmbench.models.hf` builds the same documents with transformers.
 """
 
 from __future__ import annotations
@@ -54,27 +57,54 @@ class Architecture(BaseModel):
         return 2 * self.layers * kv * self.head_dim * bytes_per_element
 
 
-def _hf(name: str, layers: int, heads: int, kv: int, head_dim: int, hidden: int, context: int,
-        params: int, repo: str) -> Architecture:
-    return Architecture(name=name, layers=layers, heads=heads, kv_heads=kv, head_dim=head_dim,
-                        hidden_size=hidden, context=context, params=params,
-                        source=f"{repo}/config.json")
+# The preset documents: llmbench/models/hf_configs/<preset>.json.
+HF_CONFIGS = Path(__file__).with_name("hf_configs")
+
+# What transformers' config classes assume for the fields a config.json may leave out, for the
+# model types llmbench builds (`llmbench.models.hf`): the presets and `hf.load_config` read a
+# document with these under it, as transformers would build it. (`from_hf_config` reads a
+# user's file as written.) Where a class has no num_key_value_heads of its own (llama) it is
+# num_attention_heads; Falcon's ffn_hidden_size defaults to 4 x hidden_size, its num_kv_heads
+# to num_attention_heads.
+HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llama": {"max_position_embeddings": 2048, "tie_word_embeddings": False,
+              "attention_bias": False, "mlp_bias": False},
+    "mistral": {"max_position_embeddings": 131072, "tie_word_embeddings": False,
+                "num_key_value_heads": 8},
+    "qwen2": {"max_position_embeddings": 32768, "tie_word_embeddings": False,
+              "num_key_value_heads": 32},
+    "gemma": {"max_position_embeddings": 8192, "tie_word_embeddings": True,
+              "attention_bias": False, "head_dim": 256, "num_key_value_heads": 16},
+    "falcon": {"max_position_embeddings": 2048, "tie_word_embeddings": True, "bias": False,
+               "multi_query": True, "parallel_attn": True, "new_decoder_architecture": False,
+               "num_ln_in_parallel_attn": None},
+}
+
+# Each preset's Hub repository and its checkpoint's published total (embeddings included):
+# `llmbench.models.hf` builds each document with transformers and its count must be this.
+_PUBLISHED: dict[str, tuple[str, int]] = {
+    "llama-2-7b": ("meta-llama/Llama-2-7b-hf", 6_738_415_616),
+    "llama-2-70b": ("meta-llama/Llama-2-70b-hf", 68_976_648_192),
+    "llama-3-8b": ("meta-llama/Meta-Llama-3-8B", 8_030_261_248),
+    "llama-3-70b": ("meta-llama/Meta-Llama-3-70B", 70_553_706_496),
+    "mistral-7b": ("mistralai/Mistral-7B-v0.1", 7_241_732_096),
+    "falcon-7b": ("tiiuae/falcon-7b", 6_921_720_704),
+    "qwen2-7b": ("Qwen/Qwen2-7B-Instruct", 7_615_616_512),
+    "gemma-7b": ("google/gemma-7b", 8_537_680_896),
+    "gemma-2b": ("google/gemma-2b", 2_506_172_416),
+}
 
 
-# Parameter counts are the checkpoints' totals (embeddings included).
-PRESETS: dict[str, Architecture] = {a.name: a for a in [
-    _hf("llama-2-7b", 32, 32, 32, 128, 4096, 4096, 6_738_415_616, "meta-llama/Llama-2-7b-hf"),
-    _hf("llama-2-70b", 80, 64, 8, 128, 8192, 4096, 68_976_648_192,
-        "meta-llama/Llama-2-70b-hf"),
-    _hf("llama-3-8b", 32, 32, 8, 128, 4096, 8192, 8_030_261_248, "meta-llama/Meta-Llama-3-8B"),
-    _hf("llama-3-70b", 80, 64, 8, 128, 8192, 8192, 70_553_706_496,
-        "meta-llama/Meta-Llama-3-70B"),
-    _hf("mistral-7b", 32, 32, 8, 128, 4096, 32768, 7_241_732_096, "mistralai/Mistral-7B-v0.1"),
-    _hf("falcon-7b", 32, 71, 1, 64, 4544, 2048, 6_921_720_704, "tiiuae/falcon-7b"),
-    _hf("qwen2-7b", 28, 28, 4, 128, 3584, 32768, 7_615_616_512, "Qwen/Qwen2-7B-Instruct"),
-    _hf("gemma-7b", 28, 16, 16, 256, 3072, 8192, 8_537_680_896, "google/gemma-7b"),
-    _hf("gemma-2b", 18, 8, 1, 256, 2048, 8192, 2_506_172_416, "google/gemma-2b"),
-]}
+def preset_document(name: str) -> dict[str, Any]:
+    """The shipped config.json of a preset, with transformers' defaults under it."""
+    data = read_config(HF_CONFIGS / f"{name}.json")[1]
+    return {**HF_DEFAULTS.get(data.get("model_type"), {}), **data}
+
+
+def _preset(name: str) -> Architecture:
+    repo, params = _PUBLISHED[name]
+    numbers = kv_numbers(preset_document(name), str(HF_CONFIGS / f"{name}.json"))
+    return Architecture(name=name, **numbers, params=params, source=f"{repo}/config.json")
 
 
 def preset(name: str) -> Architecture:
@@ -91,13 +121,12 @@ def _first(data: dict[str, Any], *keys: str) -> Any:
     return None
 
 
-def from_hf_config(path: str | Path) -> Architecture:
-    """Read the KV-cache-relevant numbers from a Hugging Face config.json (no transformers).
-
-    Understands the Llama/Mistral/Qwen/Gemma names and the Falcon/GPT-style aliases; a
-    multimodal config's `text_config` is used when the top level has no layer count.
-    """
+def read_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(the file, its JSON object): a config.json, or a folder holding one; one-line
+    UsageErrors naming the file otherwise."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -108,31 +137,58 @@ def from_hf_config(path: str | Path) -> Architecture:
         raise UsageError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: not a model config (a JSON object was expected)")
+    return path, data
+
+
+def from_hf_config(path: str | Path) -> Architecture:
+    """Read the KV-cache-relevant numbers from a Hugging Face config.json (no transformers).
+
+    Understands the Llama/Mistral/Qwen/Gemma names and the Falcon/GPT-style aliases; a
+    multimodal config's `text_config` is used when the top level has no layer count.
+    """
+    path, data = read_config(path)
     if _first(data, "num_hidden_layers", "n_layer", "num_layers") is None and isinstance(
             data.get("text_config"), dict):
         data = {**data["text_config"], "_name_or_path": data.get("_name_or_path")}
+    name = data.get("_name_or_path") or path.parent.name or path.stem
+    return Architecture(name=str(name), **kv_numbers(data, str(path)), source=str(path))
+
+
+def kv_numbers(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """layers, heads, kv_heads, head_dim, hidden_size and context of a config document: the
+    one parser of the presets' documents and users' files. A one-line UsageError starting
+    with `where` when a number is missing or impossible."""
     layers = _first(data, "num_hidden_layers", "n_layer", "num_layers")
     heads = _first(data, "num_attention_heads", "n_head", "num_heads")
     if layers is None:
-        raise UsageError(f"{path}: missing num_hidden_layers (or n_layer)")
+        raise UsageError(f"{where}: missing num_hidden_layers (or n_layer)")
     if heads is None:
-        raise UsageError(f"{path}: missing num_attention_heads (or n_head)")
+        raise UsageError(f"{where}: missing num_attention_heads (or n_head)")
     kv = _first(data, "num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num")
     if kv is None:
         kv = 1 if data.get("multi_query") else heads  # HF's default when the key is absent
+    if data.get("model_type") == "falcon":  # FalconAttention reads num_kv_heads (default: the
+        # query heads) only in the new decoder architecture; else multi_query means one
+        if data.get("new_decoder_architecture"):
+            kv = data.get("num_kv_heads") or heads
+        else:
+            kv = 1 if data.get("multi_query") else heads
     head_dim = data.get("head_dim")
     hidden = _first(data, "hidden_size", "n_embd", "d_model")
     if head_dim is None:
         if hidden is None:
-            raise UsageError(f"{path}: missing head_dim, and no hidden_size to derive it from")
+            raise UsageError(f"{where}: missing head_dim, and no hidden_size to derive it from")
         head_dim = hidden // heads
     context = _first(data, "max_position_embeddings", "n_positions", "max_sequence_length",
                      "seq_length")
-    name = data.get("_name_or_path") or path.parent.name or path.stem
-    try:
-        return Architecture(name=str(name), layers=int(layers), heads=int(heads),
-                            kv_heads=int(kv), head_dim=int(head_dim),
-                            hidden_size=int(hidden) if hidden else None,
-                            context=int(context) if context else None, source=str(path))
+    numbers = {"layers": layers, "heads": heads, "kv_heads": kv, "head_dim": head_dim,
+               "hidden_size": hidden or None, "context": context or None}
+    try:  # the record checks them (positive, kv heads divide heads)
+        checked = Architecture(name="check", **numbers)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"{path}: {first_problem(exc)[1]}") from None
+        raise UsageError(f"{where}: {first_problem(exc)[1]}") from None
+    return checked.model_dump(include=set(numbers))
+
+
+PRESETS: dict[str, Architecture] = {name: _preset(name) for name in _PUBLISHED}
+

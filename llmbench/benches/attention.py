@@ -370,7 +370,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         if config.varlen is not None:
             from llmbench.benches.attention_varlen import summarize_varlen
 
-            return summarize_varlen(config, cases, peak, ceil)
+            return summarize_varlen(config, cases, ceil)
         standard = {(c.params["seq"], c.params["mode"], c.params.get("window")): c
                     for c in cases if c.params["impl"] == "standard" and c.ok}
         out = []
@@ -378,7 +378,7 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
             metrics = dict(case.metrics)
             if case.ok:
                 metrics.update(roofline.case_figures(
-                    metrics.get("flops_per_call"), metrics.get("bytes_moved"), case, ceil, peak))
+                    metrics.get("flops_per_call"), metrics.get("bytes_moved"), case, ceil))
                 base = standard.get((case.params["seq"], case.params["mode"],
                                      case.params.get("window")))
                 if base is not None and base.time() and case.time():

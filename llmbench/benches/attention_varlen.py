@@ -99,7 +99,7 @@ def plan_varlen(config: Any, ctx: PlanContext, tile: AttentionTile) -> list[Case
     return plans
 
 
-def summarize_varlen(config: Any, cases: list[CaseResult], peak: float | None,
+def summarize_varlen(config: Any, cases: list[CaseResult],
                      ceil: Ceilings) -> tuple[list[CaseResult], dict[str, Any]]:
     lengths = config.varlen
     kw = {"heads": config.heads, "head_dim": config.head_dim, "causal": config.causal,
@@ -111,15 +111,15 @@ def summarize_varlen(config: Any, cases: list[CaseResult], peak: float | None,
         metrics = dict(case.metrics)
         if case.ok:  # placed by the FLOPs it computes; its throughput is the useful ones'
             placed = case_figures(metrics.get("flops_computed"), metrics.get("bytes_moved"),
-                                  case, ceil, peak)
+                                  case, ceil)
             needed = case_figures(metrics.get("flops_needed"), metrics.get("bytes_moved"),
-                                  case, ceil, peak)
+                                  case, ceil)
             metrics.update({**placed, **{k: v for k, v in needed.items() if k in UTILIZATION}})
         out.append(case.model_copy(update={"metrics": metrics}))
     return out, {"lengths": lengths, "total_tokens": sum(lengths), "longest": max(lengths),
                  "useful_flops": useful, "padded_flops": padded,
                  "padded_flops_wasted_pct": 100.0 * (1 - useful / padded),
-                 "peak_tflops": peak, "roofline": ceil.record()}
+                 "peak_tflops": ceil.theoretical_tflops, "roofline": ceil.record()}
 
 
 # ------------------------------------------------------------------ one case, in the child

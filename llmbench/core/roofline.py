@@ -36,6 +36,7 @@ class Ceilings:
     bandwidth_gbps: float | None
     source: str
     calibrated_tflops: float | None = None  # the calibration's GEMM figure, when one is saved
+    theoretical_tflops: float | None = None  # the profile's, for "% of peak"
 
     @property
     def ridge_intensity(self) -> float | None:
@@ -79,7 +80,7 @@ def ceilings(profile: Any, hw: Any, device: str, dtype: str) -> Ceilings:
               else f"compute {compute}; bandwidth {bandwidth}")
     return Ceilings(peak_tflops=cal_tflops or figures.tflops.get(dtype),
                     bandwidth_gbps=cal_bw or figures.memory_gbps, source=source,
-                    calibrated_tflops=cal_tflops)
+                    calibrated_tflops=cal_tflops, theoretical_tflops=figures.tflops.get(dtype))
 
 
 def place(flops: float, bytes_moved: float, time_s: float | None, ceil: Ceilings
@@ -104,16 +105,15 @@ def place(flops: float, bytes_moved: float, time_s: float | None, ceil: Ceilings
     return out
 
 
-def utilization(flops: float, time_s: float | None, ceil: Ceilings,
-                theoretical_tflops: float | None) -> dict[str, Any]:
+def utilization(flops: float, time_s: float | None, ceil: Ceilings) -> dict[str, Any]:
     """Achieved TFLOP/s, as a share of the theoretical peak and, with a calibration, of the
     attainable (measured GEMM) peak."""
     if not time_s or time_s <= 0 or flops <= 0:
         return {}
     achieved = flops / time_s / 1e12
     out: dict[str, Any] = {"throughput_tflops": achieved}
-    if theoretical_tflops:
-        out["peak_utilization_pct"] = 100.0 * achieved / theoretical_tflops
+    if ceil.theoretical_tflops:
+        out["peak_utilization_pct"] = 100.0 * achieved / ceil.theoretical_tflops
     if ceil.calibrated_tflops:
         out["attainable_utilization_pct"] = 100.0 * achieved / ceil.calibrated_tflops
     return out
@@ -139,15 +139,14 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
-def case_figures(flops: Any, bytes_moved: Any, case: Any, ceil: Ceilings,
-                 theoretical_tflops: float | None) -> dict[str, Any]:
+def case_figures(flops: Any, bytes_moved: Any, case: Any, ceil: Ceilings) -> dict[str, Any]:
     """Utilization and roofline figures of an ok case (a CaseResult) that reported its FLOPs
     and bytes; {} when it did not."""
     stats = case.time()
     if not isinstance(flops, (int, float)) or not isinstance(bytes_moved, (int, float)):
         return {}
     time_s = stats.median / 1e3 if stats else None
-    return {**utilization(flops, time_s, ceil, theoretical_tflops),
+    return {**utilization(flops, time_s, ceil),
             **place(flops, bytes_moved, time_s, ceil)}
 
 # The figures `utilization` gives (a case placed by one FLOP count and measured by another).
@@ -166,9 +165,8 @@ def apply(cases: list[Any], ctx: Any, flops_key: str,
             dtype = dtype_of(case)
             if dtype not in used:
                 used[dtype] = ceilings(ctx.profile, ctx.hw, ctx.device, dtype)
-            theoretical = ctx.profile.peak_figures(ctx.hw).tflops.get(dtype)
             figures = case_figures(case.metrics[flops_key], case.metrics["bytes_moved"], case,
-                                   used[dtype], theoretical)
+                                   used[dtype])
             case = case.model_copy(update={"metrics": {**case.metrics, **figures}})
         out.append(case)
     return out, {dtype: ceil.record() for dtype, ceil in used.items()}

@@ -219,11 +219,14 @@ def _concatenated_gradients(batches):
     return [q.grad for q in model.parameters()]
 
 
+TINY = {"model": "tiny", "device": "cpu"}
+
+
 def test_reference_gradients_equal_the_global_batch_gradient():
     from llmbench.benches.ddp import reference_gradients
 
     batches = _batches(4, batch=4, seq=32)
-    accumulated = reference_gradients("tiny", 0, "cpu", batches)
+    accumulated = reference_gradients(TINY, 0, batches)
     concatenated = _concatenated_gradients(batches)
     assert len(accumulated) == len(concatenated)
     for a, c in zip(accumulated, concatenated, strict=True):
@@ -243,13 +246,13 @@ def test_reference_gradients_peak_does_not_grow_with_the_rank_count():
     if cpu_method() != "rss-hwm":
         pytest.skip("needs Linux's resettable RSS high-water mark")
     one, four = _batches(1), _batches(4)
-    reference_gradients("tiny", 0, "cpu", one)  # warm-up: lazy initialisation stays out
+    reference_gradients(TINY, 0, one)  # warm-up: lazy initialisation stays out
 
     def peak(fn, batches):
         return measure_peak(lambda: fn(batches))[1].peak_bytes
 
     def accumulated(batches):
-        return reference_gradients("tiny", 0, "cpu", batches)
+        return reference_gradients(TINY, 0, batches)
 
     new = peak(accumulated, one), peak(accumulated, four)
     old = peak(_concatenated_gradients, one), peak(_concatenated_gradients, four)

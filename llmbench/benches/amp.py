@@ -1,4 +1,5 @@
-"""`llmbench amp`: AMP vs FP32 on real training steps of the built-in model.
+"""`llmbench amp`: AMP vs FP32 on real training steps of the built-in model (or an
+--hf-config architecture, its weights in fp32 as autocast expects).
 
 Variants: fp32; fp16 autocast with torch.amp.GradScaler (dynamic loss scaling); bf16 autocast
 without a scaler. Each trains the same model from the same seed on the same batches for

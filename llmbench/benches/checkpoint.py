@@ -23,6 +23,7 @@ from llmbench.benches.training import (
     TOKENS_PER_S,
     Batch,
     Model,
+    ParamDtype,
     RooflineUsed,
     Seq,
     TrainingCase,
@@ -50,6 +51,7 @@ class CheckpointConfig(TrainingConfig):
     policies: Annotated[list[str] | None, Opt(
         f"{', '.join(POLICIES)}.", default_text="all")] = None
     every: Annotated[int, Field(ge=1), Opt("k of the every-k policy.")] = 2
+    param_dtype: ParamDtype = "auto"
 
     @field_validator("layers")
     @classmethod
@@ -99,9 +101,10 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
     name = "checkpoint"
     help = """Activation checkpointing: memory saved and time it costs, per policy and depth.
 
-    The built-in model at --model's width with --layers layers; each policy recomputes the
-    activations of its checkpointed segments during the backward pass (torch.utils.checkpoint,
-    use_reentrant=False).
+    The built-in model at --model's width, or a Hugging Face architecture (--hf-config), with
+    --layers layers; each policy recomputes the activations of its checkpointed segments
+    during the backward pass (torch.utils.checkpoint, use_reentrant=False; a Hugging Face
+    model checkpoints single layers with transformers' own activation checkpointing).
     """
     renderer = "llmbench.report.training:render_checkpoint"
     plot = "llmbench.report.plots:checkpoint"
@@ -131,11 +134,12 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
 
     def plan(self, config: CheckpointConfig, ctx: PlanContext) -> list[CasePlan]:
         plans = []
+        dtype = config.trained_dtype(config.param_dtype)
         if len(config.layers) >= 3:
             plans.append(CasePlan(
                 name="depth-independent/layers=1",
                 params=case_params(config, policy="depth-independent", layers=1,
-                                   segments=[[0, 1]]),
+                                   segments=[[0, 1]], param_dtype=dtype),
                 run_args=run_args(config)))
         for n_layers in config.layers:
             for policy in config.policies or POLICIES:
@@ -144,7 +148,7 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
                 plans.append(CasePlan(
                     name=f"{label}/layers={n_layers}",
                     params=case_params(config, policy=label, layers=n_layers,
-                                       segments=[list(s) for s in segs]),
+                                       segments=[list(s) for s in segs], param_dtype=dtype),
                     run_args=run_args(config)))
         return plans
 
@@ -164,7 +168,8 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
                     if metrics.get(key) and base.metrics.get(key):
                         metrics[name] = 100.0 * (1 - metrics[key] / base.metrics[key])
             out.append(case.model_copy(update={"metrics": metrics}))
-        out, used = roofline.apply(out, ctx, "flops_per_step", lambda c: "fp32")
+        out, used = roofline.apply(out, ctx, "flops_per_step",
+                                   lambda c: c.params.get("param_dtype") or "fp32")
         return out, {"activation_fit": _fits(config, out), "roofline": used}
 
 
@@ -176,7 +181,9 @@ def _fits(config: CheckpointConfig, cases: list[CaseResult]) -> dict[str, Any]:
     if ref is not None:
         from llmbench.models.sizes import SIZES
 
-        layer_input = config.batch * config.seq * SIZES[config.model]["dim"] * 4
+        width = config.hf.hidden_size if config.hf else SIZES[config.model]["dim"]
+        elem = 2 if ref.params.get("param_dtype") == "bf16" else 4
+        layer_input = config.batch * (config.seq - 1) * width * elem
         constant = max(0, ref.metrics["activation_memory_bytes"] - layer_input)
     fits: dict[str, Any] = {}
     for policy in dict.fromkeys(c.params["policy"] for c in cases):
@@ -209,7 +216,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     from llmbench.train.traffic import step_figures
 
     p = payload["params"]
-    s = setup(payload, n_layers=p["layers"])
+    s = setup(payload)
     optimizer = torch.optim.AdamW(s.model.parameters(), lr=s.lr)
     tokens = s.batches[0]
     # What the layers save without checkpointing: the recomputed ones save it again in the

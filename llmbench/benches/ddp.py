@@ -1,6 +1,6 @@
 """`llmbench ddp`: what data parallelism costs per step and per rank, measured and predicted.
 
-Every rank trains the same built-in model (same seed) on its own synthetic batch with AdamW.
+Every rank trains the same built-in model (or --hf-config architecture; same seed) on its own synthetic batch with AdamW.
 
 - ddp: DistributedDataParallel. The step, the step inside `no_sync()` (the same compute with
   no gradient all-reduce) and an all_reduce of the gradients' bytes alone. Steps are timed one
@@ -138,7 +138,7 @@ def zero_rows(params: int, name: str, scheme: str | zero.StateBytes, label: str,
 
 class DDPBenchmark(DistributedBenchmark[DDPConfig]):
     name = "ddp"
-    help = """Data-parallel training steps of the built-in model: time, communication, memory, ZeRO.
+    help = """Data-parallel training steps of the built-in model (or --hf-config): time, communication, memory, ZeRO.
 
     Per strategy: step time, the step without gradient sync (DDP's no_sync) and the share of
     the step that communication adds, an all_reduce of the gradients alone, peak memory per
@@ -199,8 +199,8 @@ class DDPBenchmark(DistributedBenchmark[DDPConfig]):
                   ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
         from llmbench.benches.optim import parameter_count
 
-        params = parameter_count(config.model)
-        rows = zero_rows(params, config.model, RUN_SCHEME, "4+4+8 (fp32 AdamW)",
+        params = config.hf_params() if config.hf is not None else parameter_count(config.model)
+        rows = zero_rows(params, config.model_name, RUN_SCHEME, "4+4+8 (fp32 AdamW)",
                          config.zero_ranks)
         scheme = zero.SCHEMES[config.zero_scheme]
         label = f"{scheme.weights}+{scheme.grads}+{scheme.optimizer} ({config.zero_scheme})"
@@ -258,18 +258,19 @@ def shard_model(model: Any, device: str) -> Any:
     return model
 
 
-def reference_gradients(model_name: str, seed: int, device: str, batches: list[Any]) -> list[Any]:
+def reference_gradients(params: dict[str, Any], seed: int, batches: list[Any]) -> list[Any]:
     """The gradients of one process's mean loss over all `batches` (equal-sized, one per rank),
     accumulated one batch at a time: the sum over r of grad(lm_loss(batch_r) / N). Each rank's
     loss is the mean over its batch, and DDP and FSDP average the ranks' gradients, so theirs
     is (1/N) sum_r grad(mean_r) -- the same, and, with equal batch sizes, the gradient of the
     mean over the global batch. One batch's activations are alive at a time, as in training,
     where a forward pass over the concatenated batches would hold N times as many."""
-    from llmbench.train.loop import build_model, device_of, lm_loss
+    from llmbench.train.case import model_of
+    from llmbench.train.loop import device_of, lm_loss
 
-    reference = build_model(model_name, seed=seed, device=device)
+    reference = model_of(params, seed)  # the case's model (params: its case_params)
     for tokens in batches:
-        (lm_loss(reference, tokens.to(device_of(device))) / len(batches)).backward()
+        (lm_loss(reference, tokens.to(device_of(params["device"]))) / len(batches)).backward()
     return [q.grad for q in reference.parameters()]
 
 
@@ -370,7 +371,7 @@ def _wrapped_and_checked(payload: dict[str, Any]) -> tuple[Any, Any, Any, Any, d
             _fully_shard()  # torch without FSDP2: unavailable, agreed on by every rank
         # The reference: one process, the loss over every rank's batch (the batches `setup`
         # makes on each rank), its gradient accumulated one batch at a time.
-        expected = reference_gradients(p["model"], payload["seed"], p["device"], [
+        expected = reference_gradients(p, payload["seed"], [
             synthetic_batches(vocab=model.cfg.vocab_size, batch=p["batch"], seq=p["seq"],
                               count=1, seed=payload["seed"] + 1 + r)[0] for r in range(n)])
     with group.collective():  # DDP broadcasts rank 0's weights and checks shapes across ranks

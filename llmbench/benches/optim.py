@@ -1,6 +1,6 @@
 """`llmbench optim`: optimizer state memory and step time, measured and predicted.
 
-Measured (cases, on a built-in model size): after two training steps, the optimizer's state
+Measured (cases, on a built-in model size or an --hf-config architecture): after two training steps, the optimizer's state
 bytes counted from its real tensors, next to the figure predicted from the parameters' shapes
 (they must be equal); the time of optimizer.step(); the whole training-memory breakdown
 (weights, gradients, states, activations) in the chosen precision, and a whole step's peak.
@@ -43,7 +43,7 @@ from llmbench.models.presets import PRESETS
 from llmbench.models.sizes import SIZES
 from llmbench.train import optimizers as optim_registry
 
-Precision = Literal["fp32", "bf16-mixed", "fp16-mixed", "bf16"]
+Precision = Literal["auto", "fp32", "bf16-mixed", "fp16-mixed", "bf16"]
 
 # Bytes per parameter of weights and gradients, and of each optimizer state element, for each
 # precision as llmbench runs it: autocast keeps fp32 weights, gradients and states; pure bf16
@@ -59,7 +59,8 @@ class OptimConfig(TrainingConfig):
     optimizers: Annotated[list[str] | None, Opt(
         f"{', '.join(optim_registry.OPTIMIZERS)}.", default_text="all")] = None
     precision: Annotated[Precision, Opt(
-        "fp32; autocast with fp32 weights (-mixed); or pure bf16 weights and states.")] = "fp32"
+        "fp32; autocast with fp32 weights (-mixed); or pure bf16 weights and states. auto: "
+        "bf16 for an --hf-config whose torch_dtype is bfloat16, fp32 otherwise.")] = "auto"
     weight_decay: Annotated[float, Field(ge=0), Opt("Weight decay.")] = 0.1
     compare_decay: Annotated[bool, Opt(
         "Also train Adam + L2 vs AdamW and show how their weight decay differs.",
@@ -197,18 +198,20 @@ class OptimBenchmark(Benchmark[OptimConfig]):
 
     def resolve(self, config: OptimConfig, hw: HardwareInfo) -> OptimConfig:
         device = resolve_device(config, hw)
+        if config.precision == "auto":
+            config = config.model_copy(update={"precision": config.trained_dtype()})
         half = {"bf16-mixed": "bf16", "fp16-mixed": "fp16", "bf16": "bf16"}.get(config.precision)
         if half:
             why = dtype_unsupported(device, half, hw)
             if why:
                 raise UsageError(f"--precision {config.precision}: {why}")
-        if config.compare_decay and config.model not in SIZES:
+        if config.compare_decay and (config.model not in SIZES or config.hf is not None):
             raise UsageError("--compare-decay trains a built-in size: use --model "
                              f"{' / '.join(SIZES)}")
         return config.model_copy(update={"device": device})
 
     def plan(self, config: OptimConfig, ctx: PlanContext) -> list[CasePlan]:
-        if config.model not in SIZES:
+        if config.hf is None and config.model not in SIZES:
             return []  # a preset or a size like 7b: the analytic table only
         plans = [CasePlan(
             name=name, params=case_params(config, optimizer=name, precision=config.precision),
@@ -225,7 +228,7 @@ class OptimBenchmark(Benchmark[OptimConfig]):
 
     def summarize(self, config: OptimConfig, cases: list[CaseResult],
                   ctx: PlanContext) -> tuple[list[CaseResult], dict[str, Any]]:
-        params = parameter_count(config.model)
+        params = config.hf_params() if config.hf is not None else parameter_count(config.model)
         names = config.optimizers or list(optim_registry.OPTIMIZERS)
         # The optimizer's step computes in the weights' dtype (bf16 only when pure bf16).
         cases, used = roofline.apply(cases, ctx, "flops_per_step",

@@ -3,15 +3,17 @@ knobs of their configs, device resolution, and the child-side set-up of one case
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from llmbench.core import roofline
-from llmbench.core.declare import RECORD, Metric
+from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.flags import BATCH, LR, MODEL, SEQ, Device, Seed, flag_like
 from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.timing import TimingPolicy
+from llmbench.models.hf import HFConfig, load_config
 from llmbench.models.presets import PRESETS
 from llmbench.models.sizes import SIZES
 
@@ -34,6 +36,22 @@ Model = Annotated[str, flag_like(MODEL, help=f"Trained here: a built-in size ({'
                                  panel=MODEL_PANEL)]
 Batch = Annotated[int, Field(gt=0), flag_like(BATCH, help="Per step.", panel=MODEL_PANEL)]
 Seq = Annotated[int, Field(gt=1), flag_like(SEQ, panel=MODEL_PANEL)]
+HFConfigSpec = Annotated[str | None, Opt(
+    "Train a Hugging Face architecture instead of the built-in model: a preset "
+    f"({', '.join(PRESETS)}) or a config.json (or a folder holding one). Built by transformers "
+    "with random weights, nothing downloaded (pip install 'llmbench[hf]'); --model is then "
+    "ignored.", flag="--hf-config", panel=MODEL_PANEL, parse="text")]
+Layers = Annotated[int | None, Field(gt=0), Opt(
+    "Decoder layers: cuts --hf-config's depth (every width kept) or sets the built-in "
+    "model's.", default_text="the model's own", panel=MODEL_PANEL)]
+ParamDtype = Annotated[Literal["auto", "fp32", "bf16"], Opt(
+    "The trained parameters' dtype (and so their gradients' and optimizer states'): fp32, or "
+    "pure bf16. auto: bf16 for an --hf-config whose torch_dtype is bfloat16 (the published "
+    "weights' dtype), fp32 otherwise.", panel=MODEL_PANEL)]
+Attention = Annotated[Literal["sdpa", "standard"], Opt(
+    "The model's attention: sdpa (torch's fused scaled_dot_product_attention) or standard "
+    "(softmax(QK^T)V, which keeps the seq x seq probabilities for the backward pass; "
+    "transformers' eager).", panel=MODEL_PANEL)]
 
 
 def built_in_size(name: str) -> str:
@@ -41,9 +59,9 @@ def built_in_size(name: str) -> str:
     if name in SIZES:
         return name
     if name in PRESETS:
-        raise ValueError(f"{name} is a published preset; this benchmark trains the built-in "
-                         f"sizes ({', '.join(SIZES)}) (`llmbench optim --model {name}` gives "
-                         "its analytic memory table)")
+        raise ValueError(f"{name} is a published preset: train its architecture with "
+                         f"--hf-config {name} (add --layers N to cut its depth); --model takes "
+                         f"the built-in sizes ({', '.join(SIZES)})")
     raise ValueError(f"unknown model {name!r} (built-in sizes: {', '.join(SIZES)}; presets: "
                      f"{', '.join(PRESETS)})")
 
@@ -57,14 +75,55 @@ class TrainingConfig(BaseModel):
     batch: Batch = 8
     seq: Seq = 128
     lr: Annotated[float, Field(gt=0), flag_like(LR, panel=MODEL_PANEL)] = 1e-3
+    hf_config: HFConfigSpec = None
+    layers: Layers = None
+    attention: Attention = "sdpa"
     device: Device = None
     seed: Seed = 0
     timing: TimingPolicy = Field(default_factory=TimingPolicy)
+    _hf: HFConfig | None = PrivateAttr(None)
 
     @field_validator("model")
     @classmethod
     def _known_size(cls, v: str) -> str:
         return built_in_size(v)
+
+    @field_validator("hf_config")
+    @classmethod
+    def _buildable(cls, v: str | None) -> str | None:
+        if v is not None:
+            load_config(v)  # a one-line error naming the file and the field
+        return v
+
+    @model_validator(mode="after")
+    def _read_hf_config(self) -> TrainingConfig:
+        if self.hf_config is not None:
+            self._hf = load_config(self.hf_config)
+        return self
+
+    @property
+    def hf(self) -> HFConfig | None:
+        """The --hf-config document, checked (full depth)."""
+        return self._hf
+
+    @property
+    def model_name(self) -> str:
+        """What the cases train: the built-in size, or the HF config's name."""
+        return self._hf.name if self._hf is not None else self.model
+
+    def hf_params(self) -> int:
+        """The --hf-config model's parameters at the --layers depth (transformers' count)."""
+        depth = self.layers if isinstance(self.layers, int) else None
+        return load_config(self.hf_config, layers=depth).param_count()
+
+    def trained_dtype(self, choice: str = "auto") -> str:
+        """A ParamDtype choice resolved: auto is bf16 for a bfloat16 --hf-config."""
+        if choice != "auto":
+            return choice
+        if self._hf is None:
+            return "fp32"
+        published = self._hf.raw.get("torch_dtype") or self._hf.raw.get("dtype")
+        return "bf16" if published == "bfloat16" else "fp32"
 
 
 def resolve_device(config: TrainingConfig, hw: HardwareInfo) -> str:
@@ -81,11 +140,24 @@ class TrainingCase(BaseModel):
     batch: int
     seq: int
     device: Literal["cpu", "cuda"] | None = None
+    hf_config: str | None = None
+    layers: int | None = None
+    attention: Literal["sdpa", "standard"] = "sdpa"
+    param_dtype: Literal["fp32", "bf16"] = "fp32"
 
 
 def case_params(config: TrainingConfig, **extra: Any) -> dict[str, Any]:
-    return {"model": config.model, "batch": config.batch, "seq": config.seq,
-            "device": config.device, **extra}
+    """A case's params: the model (the built-in size, or --hf-config's name and the document
+    the child builds), its depth, attention and parameter dtype, batch, seq, device, and the
+    benchmark's own keys (which may restate layers and param_dtype)."""
+    params = {"model": config.model_name, "batch": config.batch, "seq": config.seq,
+              "device": config.device, "attention": config.attention}
+    if config.hf_config is not None:
+        params["hf_config"] = config.hf.name if config.hf_config in PRESETS \
+            else str(Path(config.hf.source).resolve())
+    if isinstance(config.layers, int):
+        params["layers"] = config.layers
+    return {**params, **extra}
 
 
 def run_args(config: TrainingConfig, **extra: Any) -> dict[str, Any]:

@@ -165,7 +165,8 @@ def load_config(spec: str, *, layers: int | None = None) -> HFConfig:
     numbers = kv_numbers(data, where)
     try:
         return HFConfig(
-            name=name or str(raw.get("_name_or_path") or path.parent.name or path.stem),
+            name=name or str(raw.get("_name_or_path") or (
+                path.parent.name if path.name == "config.json" else path.stem)),
             source=where, model_type=model_type, raw=raw, hidden_size=hidden,
             intermediate_size=intermediate, num_hidden_layers=numbers["layers"],
             num_attention_heads=heads, num_key_value_heads=numbers["kv_heads"],
@@ -187,9 +188,15 @@ def _transformers() -> Any:
     return transformers
 
 
-def build(cfg: HFConfig, *, dtype: Any = None, device: Any = "cpu") -> Any:
+ATTENTION = ("sdpa", "eager")  # transformers' attention implementations llmbench builds
+
+
+def build(cfg: HFConfig, *, dtype: Any = None, device: Any = "cpu", attention: str = "sdpa"
+          ) -> Any:
     """transformers' causal LM for `cfg` with random weights, its parameters of `dtype`
-    (torch.float32 when None) on `device` ("meta": shapes only, no memory)."""
+    (torch.float32 when None) on `device` ("meta": shapes only, no memory). `attention`:
+    "sdpa" (torch's fused scaled_dot_product_attention) or "eager" (the textbook softmax(QK^T)V,
+    which keeps the seq x seq probabilities for the backward pass)."""
     if cfg.model_type not in SUPPORTED:
         raise _unsupported(cfg.model_type, cfg.source)
     import torch
@@ -201,10 +208,14 @@ def build(cfg: HFConfig, *, dtype: Any = None, device: Any = "cpu") -> Any:
     # transformers 5 names the argument dtype (and defaults to the document's torch_dtype).
     major = int(transformers.__version__.split(".")[0])
     dtype_arg = {"dtype" if major >= 5 else "torch_dtype": dtype or torch.float32}
+    if attention not in ATTENTION:
+        raise UsageError(f"unknown attention {attention!r} for a Hugging Face model (choose "
+                         f"from {', '.join(ATTENTION)})")
     try:
         config = transformers.CONFIG_MAPPING[cfg.model_type].from_dict(dict(cfg.raw))
         with torch.device(device):
-            return transformers.AutoModelForCausalLM.from_config(config, **dtype_arg)
+            return transformers.AutoModelForCausalLM.from_config(
+                config, attn_implementation=attention, **dtype_arg)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{cfg.source}: transformers cannot build it: "
                          f"{one_line(str(exc))}") from None

@@ -276,6 +276,11 @@ class Transformer(nn.Module):
                                  f"within {len(self.layers)} layers, got {segs}")
         self.checkpoint_segments = segs
 
+    def segment_tail(self) -> nn.Linear:
+        """The first layer's last projection (w2): what a checkpointed segment does not run
+        again (torch's early stop; train.traffic)."""
+        return self.layers[0].ffn.w2
+
     def new_cache(self, batch: int, max_seq: int | None = None, *,
                   dtype: torch.dtype | None = None) -> KVCache:
         p = next(self.parameters())

@@ -20,6 +20,7 @@ from llmbench.report.tables import (
     status_cell,
     time_cells,
 )
+from llmbench.report.training import model_text
 
 
 def _group_line(doc: ResultDocument, what: str) -> str:
@@ -93,7 +94,7 @@ DDP_ABSOLUTE_NOTES = {
 def render_ddp(doc: ResultDocument, console: Console) -> None:
     cfg, summary = doc.config, summary_of(doc)
     console.print(header(doc), highlight=False)
-    console.print(_group_line(doc, "steps") + f" · model {cfg['model']} "
+    console.print(_group_line(doc, "steps") + f" · {model_text(cfg)} "
                   f"({summary.params:,} parameters) · batch {cfg['batch']} × seq "
                   f"{cfg['seq']} per rank · AdamW", highlight=False)
     # The absolute peaks a run reported (CUDA: allocated and reserved; CPU: RSS).

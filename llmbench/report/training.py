@@ -25,10 +25,30 @@ from llmbench.report.tables import (
 Column = tuple[str, Callable[[CaseResult], str]]
 
 
+def model_text(cfg: dict, trained_dtype: str | None = None) -> str:
+    """The trained model as a header names it: the built-in size, or the Hugging Face config
+    (transformers) with the depth kept; the attention and parameter dtype when not the
+    defaults (`trained_dtype`: what the cases resolved auto to)."""
+    hf = cfg.get("hf_config")
+    layers = cfg.get("layers")
+    depth = f"{layers} layers" if isinstance(layers, int) else None
+    text = f"model {cfg['model']}" if not hf else f"model {hf} (Hugging Face transformers" + \
+        (f", {depth}" if depth else "") + ")"
+    if not hf and depth:
+        text += f" ({depth})"
+    if cfg.get("attention", "sdpa") != "sdpa":
+        text += f" · {cfg['attention']} attention"
+    dtype = trained_dtype or cfg.get("param_dtype")
+    if dtype not in (None, "auto", "fp32"):
+        text += f" · {dtype} weights"
+    return text
+
+
 def _training_header(doc: ResultDocument, console: Console, extra: str = "") -> None:
     cfg = doc.config
     console.print(header(doc), highlight=False)
-    console.print(f"model {cfg['model']} · batch {cfg['batch']} · seq {cfg['seq']} · lr "
+    dtype = next((c.params.get("param_dtype") for c in doc.cases), None)
+    console.print(f"{model_text(cfg, dtype)} · batch {cfg['batch']} · seq {cfg['seq']} · lr "
                   f"{cfg['lr']:g} · {cfg['device']}{extra}", highlight=False)
 
 
@@ -182,7 +202,8 @@ def render_optim(doc: ResultDocument, console: Console) -> None:
 def _print_analytic(doc: ResultDocument, console: Console) -> None:
     cfg, summary = doc.config, summary_of(doc)
     params = summary.params
-    console.print(f"\n[bold]analytic[/] for {cfg['model']}: {params:,} parameters, "
+    console.print(f"\n[bold]analytic[/] for {cfg.get('hf_config') or cfg['model']}: "
+                  f"{params:,} parameters, "
                   f"{cfg['precision']} (activations excluded: they depend on batch and seq)",
                   highlight=False)
     table = new_table()

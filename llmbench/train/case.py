@@ -26,11 +26,19 @@ class CaseSetup:
         return self.params["batch"] * self.params["seq"]
 
 
+def model_of(params: dict[str, Any], seed: int, **model_overrides: Any) -> torch.nn.Module:
+    """The model a case's params name (benches.training.case_params), built from `seed`."""
+    return build_model(params["model"], seed=seed, device=params["device"],
+                       hf_config=params.get("hf_config"), layers=params.get("layers"),
+                       dtype=params.get("param_dtype") or "fp32",
+                       attention=params.get("attention") or "sdpa", **model_overrides)
+
+
 def setup(payload: dict[str, Any], *, batches: int = 1, seed_offset: int = 0,
           **model_overrides: Any) -> CaseSetup:
     p = payload["params"]
     device = p["device"]
-    model = build_model(p["model"], seed=payload["seed"], device=device, **model_overrides)
+    model = model_of(p, payload["seed"], **model_overrides)
     data = [b.to(device_of(device)) for b in synthetic_batches(
         vocab=model.cfg.vocab_size, batch=p["batch"], seq=p["seq"], count=batches,
         seed=payload["seed"] + 1 + seed_offset)]

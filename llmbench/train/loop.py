@@ -24,10 +24,26 @@ def device_of(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" else "cpu")
 
 
-def build_model(size: str, *, seed: int, device: str, **overrides: Any) -> torch.nn.Module:
-    """The named size, initialised from `seed`, in training mode on `device`."""
+def build_model(size: str, *, seed: int, device: str, hf_config: str | None = None,
+                layers: int | None = None, dtype: str = "fp32", attention: str = "sdpa",
+                **overrides: Any) -> torch.nn.Module:
+    """The named built-in size, or the Hugging Face architecture `hf_config` (a preset or a
+    config.json, models.hf_model), initialised from `seed`, cut to `layers` decoder layers
+    when given, its parameters of `dtype`, in training mode on `device`. `attention`: "sdpa"
+    or "standard" (the built-in model's kernel of that name; transformers' "eager")."""
     torch.manual_seed(seed)
-    return build(size, **overrides).to(device_of(device)).train()
+    if hf_config is not None:
+        from llmbench.models.hf import load_config
+        from llmbench.models.hf_model import build_causal_lm
+
+        model = build_causal_lm(load_config(hf_config, layers=layers),
+                                dtype=TORCH_DTYPES[dtype], device=device_of(device),
+                                attention="eager" if attention == "standard" else attention)
+        return model.train()
+    if layers is not None:
+        overrides["n_layers"] = layers
+    overrides.setdefault("attention", attention)
+    return build(size, **overrides).to(device_of(device), TORCH_DTYPES[dtype]).train()
 
 
 def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:

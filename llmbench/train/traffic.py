@@ -67,7 +67,7 @@ def step_flops(model: Any, batch: int, seq: int, *, recomputed_layers: int = 0,
                     + _matmul_weights(model.output)) * tokens
     return (3.0 * matmul + cfg.n_layers * core_step
             + recomputed_layers * layer_forward_flops(model, batch, seq + 1)
-            - segments * 2.0 * model.layers[0].ffn.w2.weight.numel() * tokens)
+            - segments * 2.0 * model.segment_tail().weight.numel() * tokens)
 
 
 def optimizer_bytes(params: list[torch.Tensor], state_bytes: int) -> int:
@@ -86,7 +86,7 @@ def step_bytes(model: Any, state_bytes: int, activation_bytes: int, *, micro_bat
     weights = _bytes(params)
     grads = weights  # a gradient per weight, in its dtype
     recompute = (recomputed_layers * _bytes(model.layers[0].parameters())
-                 - segments * _bytes(model.layers[0].ffn.w2.parameters()))  # see step_flops
+                 - segments * _bytes(model.segment_tail().parameters()))  # see step_flops
     per_micro = 2 * weights + 2 * activation_bytes + recompute
     accumulate = grads + 2 * grads * (micro_batches - 1)
     return micro_batches * per_micro + accumulate + optimizer_bytes(params, state_bytes)

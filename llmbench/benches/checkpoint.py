@@ -12,7 +12,7 @@ plus one layer input, whose size (batch x seq x width x 4 bytes) is known exactl
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -73,6 +73,13 @@ class CheckpointCase(TrainingCase):
     policy: str  # a policy's label (every-2, ...), or depth-independent for the reference case
     layers: int
     segments: list[list[int]]
+    autocast: Literal["bf16", "fp16"] | None = None  # estimate --validate's mixed precision
+
+
+# The model states a step holds, counted from their tensors.
+MODEL_STATES = (Metric("weights_bytes", "B", "info", "the parameters' bytes"),
+                Metric("gradients_bytes", "B", "info", "the gradients' bytes"),
+                Metric("state_bytes", "B", "info", "the optimizer states' bytes"))
 
 
 class ActivationFit(BaseModel):
@@ -126,6 +133,7 @@ class CheckpointBenchmark(Benchmark[CheckpointConfig]):
                derived=True),
         Metric("checkpointed_layers", "1", "info", "layers inside checkpointed segments"),
         Metric("segments", "1", "info", "checkpointed segments"),
+        *MODEL_STATES,
     )
     case_target = "llmbench.benches.checkpoint:run_case"
 
@@ -212,32 +220,47 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     from llmbench.core.memory import measure_peak
     from llmbench.core.timing import measure
     from llmbench.train.case import setup
-    from llmbench.train.loop import activation_step, lm_loss, train_step
+    from llmbench.train.loop import (
+        Precision,
+        activation_step,
+        forward_loss,
+        gradient_bytes,
+        parameter_bytes,
+        train_step,
+    )
+    from llmbench.train.optimizers import measured_state_bytes
     from llmbench.train.traffic import step_figures
 
     p = payload["params"]
     s = setup(payload)
     optimizer = torch.optim.AdamW(s.model.parameters(), lr=s.lr)
     tokens = s.batches[0]
+    # `llmbench estimate --validate` runs this protocol under autocast too (fp32 weights).
+    autocast = Precision(p["autocast"], s.device) if p.get("autocast") else None
     # What the layers save without checkpointing: the recomputed ones save it again in the
     # backward (the step's traffic, train.traffic).
-    _, saved_without = activation_step(s.model, optimizer, tokens, device=s.device)
+    _, saved_without = activation_step(s.model, optimizer, tokens, device=s.device,
+                                       precision=autocast)
     s.model.set_checkpointing([tuple(seg) for seg in p["segments"]])
 
     def step() -> object:
-        return train_step(s.model, optimizer, tokens)
+        return train_step(s.model, optimizer, tokens, precision=autocast)
 
     for _ in range(2):  # warm-up: checkpointing's first call allocates more than later ones
         step()
-    _, activation = activation_step(s.model, optimizer, tokens, device=s.device)
+    _, activation = activation_step(s.model, optimizer, tokens, device=s.device,
+                                    precision=autocast)
     _, peak = measure_peak(step, device=s.device)
+    params = list(s.model.parameters())
+    states = {"weights_bytes": parameter_bytes(s.model), "gradients_bytes": gradient_bytes(s.model),
+              "state_bytes": measured_state_bytes(optimizer, params)[0]}
 
     # The activation high-water mark of forward + backward, recomputation included: gradients
     # stay allocated (zeroed in place), and the optimizer does not run.
     optimizer.zero_grad(set_to_none=False)
 
     def forward_backward() -> None:
-        lm_loss(s.model, tokens).backward()
+        forward_loss(s.model, tokens, autocast).backward()
 
     _, act_peak = measure_peak(forward_backward, device=s.device)
     stats = measure(step, device=s.device, policy=s.timing)
@@ -250,6 +273,7 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "peak_memory_bytes": peak.peak_bytes,
         "checkpointed_layers": recomputed,
         "segments": len(p["segments"]),
+        **states,
         **step_figures(s.model, optimizer, p["batch"], p["seq"],
                        saved_without if recomputed else activation,
                        recomputed_layers=recomputed, segments=len(p["segments"])),

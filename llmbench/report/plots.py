@@ -124,6 +124,38 @@ def optim(doc: ResultDocument) -> list[Figure]:
     return [("training memory breakdown per optimizer", _png(fig))]
 
 
+def estimate(doc: ResultDocument) -> list[Figure]:
+    """The per-GPU peak of each checkpoint policy, stacked: model states, activations and
+    the backward's temporaries."""
+    from llmbench.benches import summary_of
+
+    if not doc.summary:
+        return []
+    s = summary_of(doc)
+    g = s.per_gpu
+    fig, (ax,) = _subplots(1)
+    names = [r.policy for r in s.by_policy]
+    bottom = [0.0] * len(names)
+    layers = [("weights", [g["weights_bytes"]] * len(names)),
+              ("gradients", [g["gradients_bytes"]] * len(names)),
+              ("optimizer states", [g["optimizer_bytes"]] * len(names)),
+              ("activations", [r.activation_bytes for r in s.by_policy]),
+              ("backward temporaries", [r.peak_bytes - g["model_state_bytes"]
+                                        - r.activation_bytes for r in s.by_policy])]
+    for label, values in layers:
+        gib = [v / 2**30 for v in values]
+        ax.bar(names, gib, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, gib, strict=True)]
+    if s.memory_bytes:
+        ax.axhline(s.memory_bytes / 2**30, color="black", linestyle="--", linewidth=1,
+                   label="memory per GPU")
+    ax.set_ylabel("GiB per GPU")
+    ax.set_title(f"{s.model}: batch {doc.config['batch']} x seq {doc.config['seq']}, "
+                 f"{doc.config['precision']}", fontsize=9)
+    ax.legend(fontsize=7)
+    return [("training memory per GPU by checkpoint policy", _png(fig))]
+
+
 def checkpoint(doc: ResultDocument) -> list[Figure]:
     cases = [c for c in _ok(doc) if "overhead_pct" in c.metrics]
     if not cases:

@@ -41,12 +41,22 @@ SCHEMES: dict[str, StateBytes] = {
 }
 
 
-def per_rank_bytes(params: int, world_size: int, stage: int, scheme: str | StateBytes) -> float:
-    """Model-state bytes each rank holds under ZeRO `stage` (0: none)."""
-    s = SCHEMES[scheme] if isinstance(scheme, str) else scheme
+def per_rank_parts(weights: float, grads: float, optimizer: float, world_size: int,
+                   stage: int) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer states) one rank holds under ZeRO `stage`, from their
+    unsharded sizes: stage 1 shards the optimizer states, 2 the gradients too, 3 the weights
+    too, each over the `world_size` ranks."""
     if stage not in STAGES:
         raise ValueError(f"ZeRO stage must be one of {STAGES}, got {stage}")
     if world_size < 1:
         raise ValueError(f"world size must be at least 1, got {world_size}")
-    sharded = {0: 0, 1: s.optimizer, 2: s.optimizer + s.grads, 3: s.total}[stage]
-    return (s.total - sharded) * params + sharded * params / world_size
+    return (weights / world_size if stage >= 3 else weights,
+            grads / world_size if stage >= 2 else grads,
+            optimizer / world_size if stage >= 1 else optimizer)
+
+
+def per_rank_bytes(params: int, world_size: int, stage: int, scheme: str | StateBytes) -> float:
+    """Model-state bytes each rank holds under ZeRO `stage` (0: none)."""
+    s = SCHEMES[scheme] if isinstance(scheme, str) else scheme
+    return sum(per_rank_parts(s.weights * params, s.grads * params, s.optimizer * params,
+                              world_size, stage))

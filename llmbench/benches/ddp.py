@@ -1,6 +1,7 @@
 """`llmbench ddp`: what data parallelism costs per step and per rank, measured and predicted.
 
-Every rank trains the same built-in model (or --hf-config architecture; same seed) on its own synthetic batch with AdamW.
+Every rank trains the same built-in model (or --hf-config architecture; same seed) on its own
+synthetic batch with AdamW.
 
 - ddp: DistributedDataParallel. The step, the step inside `no_sync()` (the same compute with
   no gradient all-reduce) and an all_reduce of the gradients' bytes alone. Steps are timed one
@@ -138,12 +139,13 @@ def zero_rows(params: int, name: str, scheme: str | zero.StateBytes, label: str,
 
 class DDPBenchmark(DistributedBenchmark[DDPConfig]):
     name = "ddp"
-    help = """Data-parallel training steps of the built-in model (or --hf-config): time, communication, memory, ZeRO.
+    help = """Data-parallel training steps: time, communication, memory, ZeRO.
 
-    Per strategy: step time, the step without gradient sync (DDP's no_sync) and the share of
-    the step that communication adds, an all_reduce of the gradients alone, peak memory per
-    rank, the model-state bytes each rank holds next to ZeRO's formula (DDP = stage 0, FSDP =
-    stage 3), and the gradients checked against one process training on the global batch.
+    The built-in model, or an --hf-config architecture. Per strategy: step time, the step
+    without gradient sync (DDP's no_sync) and the share of the step that communication adds, an
+    all_reduce of the gradients alone, peak memory per rank, the model-state bytes each rank
+    holds next to ZeRO's formula (DDP = stage 0, FSDP = stage 3), and the gradients checked
+    against one process training on the global batch.
     """
     renderer = "llmbench.report.dist:render_ddp"
     no_plot = "two strategies and a ZeRO table: nothing to draw a line through"

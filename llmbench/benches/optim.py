@@ -1,9 +1,10 @@
 """`llmbench optim`: optimizer state memory and step time, measured and predicted.
 
-Measured (cases, on a built-in model size or an --hf-config architecture): after two training steps, the optimizer's state
-bytes counted from its real tensors, next to the figure predicted from the parameters' shapes
-(they must be equal); the time of optimizer.step(); the whole training-memory breakdown
-(weights, gradients, states, activations) in the chosen precision, and a whole step's peak.
+Measured (cases, on a built-in model size or an --hf-config architecture): after two training
+steps, the optimizer's state bytes counted from its real tensors, next to the figure predicted
+from the parameters' shapes (they must be equal); the time of optimizer.step(); the whole
+training-memory breakdown (weights, gradients, states, activations) in the chosen precision,
+and a whole step's peak.
 
 Analytic (summary): the same breakdown for any parameter count: a built-in size, a preset
 (llama-3-8b, ...) or a size such as 7b, next to the bytes-per-parameter rule users know.

@@ -157,3 +157,25 @@ def test_bad_hf_input_is_one_line(small_config, tmp_path):
         TrainingConfig(hf_config=str(bad))
     with pytest.raises(ValueError, match="--hf-config llama-3-8b"):
         TrainingConfig(model="llama-3-8b")
+
+
+def test_align_trains_an_hf_config(hw, small_config, tmp_path, monkeypatch):
+    """DPO (policy and reference) and PPO (sampling with transformers' cache, value and
+    reward heads on the features) on a transformers model; its attention counted for the
+    roofline as the built-in model's is."""
+    from llmbench.benches.align import AlignBenchmark, AlignConfig
+
+    monkeypatch.setenv("LLMBENCH_CACHE", str(tmp_path / "cache"))
+    path = small_config()
+    small = dict(hf_config=path, layers=2, sft_steps=5, steps=3, train_pairs=64,
+                 heldout_pairs=16, eval_samples=8, device="cpu")
+    for method in ("dpo", "ppo"):
+        doc = run_benchmark(AlignBenchmark(), AlignConfig(method=method, **small),
+                            options=INLINE, hw=hw)
+        (case,) = doc.cases
+        assert case.status == "ok", case.reason
+        assert case.params["hf_config"] == str(__import__("pathlib").Path(path).resolve())
+        assert case.params["model"] == "llama" and case.params["layers"] == 2
+        assert case.metrics["flops_per_step"] > 0
+    # the reference came from the cache the second time: keyed by the document and depth
+    assert case.metrics["history/reference_from_cache"] == [1.0]

@@ -230,3 +230,24 @@ def test_hf_rss_measurement(tmp_path: Path) -> None:
     p = predict(Arch.from_hf(cfg), batch=4, seq=257)
     assert abs(p.activation_bytes / act - 1) < 0.10
     assert abs(p.step_peak_bytes / peak - 1) < 0.20
+
+
+@pytest.mark.parametrize("extra", [
+    {"model_type": "llama", "num_key_value_heads": 2, "tie_word_embeddings": False},
+    {"model_type": "qwen2", "num_key_value_heads": 1, "tie_word_embeddings": True},
+    {"model_type": "falcon", "new_decoder_architecture": True, "num_kv_heads": 2, "bias": True},
+    {"model_type": "falcon", "multi_query": True, "parallel_attn": True},
+])
+def test_param_shapes_are_the_real_models(tmp_path, extra):
+    """Every parameter tensor's shape (what an optimizer keeps a state and a step for), as
+    transformers builds the model: Falcon's query_key_value is one fused matrix."""
+    pytest.importorskip("transformers")
+    from llmbench.models.hf import build, load_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"hidden_size": 64, "intermediate_size": 96,
+                                "num_hidden_layers": 2, "num_attention_heads": 4,
+                                "vocab_size": 50, **extra}))
+    cfg = load_config(str(path))
+    real = sorted(tuple(p.shape) for p in build(cfg, device="meta").parameters())
+    assert sorted(Arch.from_hf(cfg).param_shapes()) == real

@@ -74,6 +74,9 @@ class CheckpointCase(TrainingCase):
     layers: int
     segments: list[list[int]]
     autocast: Literal["bf16", "fp16"] | None = None  # estimate --validate's mixed precision
+    # estimate --validate: on a CPU, the resident set follows the live tensors
+    # (core.memory.rss_follows_tensors), so the step peak reads as a GPU allocator counts it
+    live_tensors: bool = False
 
 
 # The model states a step holds, counted from their tensors.
@@ -217,7 +220,7 @@ def _fits(config: CheckpointConfig, cases: list[CaseResult]) -> dict[str, Any]:
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from llmbench.core.memory import measure_peak
+    from llmbench.core.memory import measure_peak, rss_follows_tensors
     from llmbench.core.timing import measure
     from llmbench.train.case import setup
     from llmbench.train.loop import (
@@ -232,6 +235,8 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     from llmbench.train.traffic import step_figures
 
     p = payload["params"]
+    if p.get("live_tensors") and p["device"] == "cpu":
+        rss_follows_tensors()  # estimate --validate: the peak as live tensors (a GPU's view)
     s = setup(payload)
     optimizer = torch.optim.AdamW(s.model.parameters(), lr=s.lr)
     tokens = s.batches[0]

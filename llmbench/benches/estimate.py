@@ -188,6 +188,7 @@ class EstimateCase(TrainingCase):
     layers: int
     segments: list[list[int]]
     autocast: Literal["bf16", "fp16"] | None = None
+    live_tensors: bool = True
 
 
 class PolicyRow(BaseModel):
@@ -298,7 +299,7 @@ class EstimateBenchmark(Benchmark[EstimateConfig]):
                       "device": config.device, "layers": arch.layers,
                       "attention": "sdpa" if config.attention == "flash" else "standard",
                       "param_dtype": dtype, "autocast": autocast, "policy": policy,
-                      "segments": segs}
+                      "segments": segs, "live_tensors": True}
             plans.append(CasePlan(name=f"validate/{policy}", params=params,
                                   run_args={"seed": config.seed, "lr": 1e-3,
                                             "timing": ONE_STEP.model_dump()}))
@@ -362,7 +363,8 @@ def _compared(config: EstimateConfig, case: CaseResult) -> CaseResult:
     arch = config.arch
     pred = mm.predict(arch, batch=p["batch"], seq=p["seq"], param_dtype=p["param_dtype"],
                       autocast=p.get("autocast"), attention=config.attention,
-                      segments=[tuple(s) for s in p["segments"]])
+                      segments=[tuple(s) for s in p["segments"]],
+                      allocator="tensors" if p.get("live_tensors") else "rss")
     form = measured_form(config.precision, config.mixed_layout)[2]
     states = fp.model_states(arch, "adamw", fp.layout(form, "autocast"))
     m = dict(case.metrics)

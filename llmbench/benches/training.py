@@ -146,15 +146,23 @@ class TrainingCase(BaseModel):
     param_dtype: Literal["fp32", "bf16"] = "fp32"
 
 
+def hf_params(spec: str | None) -> dict[str, Any]:
+    """The params naming an --hf-config: the model's name, and the document the child builds
+    (a preset's name, or the file's absolute path); none without one."""
+    if spec is None:
+        return {}
+    hf = load_config(spec)
+    return {"model": hf.name,
+            "hf_config": hf.name if spec in PRESETS else str(Path(hf.source).resolve())}
+
+
 def case_params(config: TrainingConfig, **extra: Any) -> dict[str, Any]:
     """A case's params: the model (the built-in size, or --hf-config's name and the document
     the child builds), its depth, attention and parameter dtype, batch, seq, device, and the
     benchmark's own keys (which may restate layers and param_dtype)."""
     params = {"model": config.model_name, "batch": config.batch, "seq": config.seq,
-              "device": config.device, "attention": config.attention}
-    if config.hf_config is not None:
-        params["hf_config"] = config.hf.name if config.hf_config in PRESETS \
-            else str(Path(config.hf.source).resolve())
+              "device": config.device, "attention": config.attention,
+              **hf_params(config.hf_config)}
     if isinstance(config.layers, int):
         params["layers"] = config.layers
     return {**params, **extra}

@@ -71,8 +71,8 @@ def _ru_maxrss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _malloc_trim() -> None:
-    """Return malloc's free pages to the kernel (glibc only; elsewhere a no-op)."""
+def _glibc() -> Any:
+    """glibc through ctypes, or False where there is none."""
     global _libc
     if _libc is None:
         try:
@@ -80,13 +80,33 @@ def _malloc_trim() -> None:
 
             _libc = ctypes.CDLL("libc.so.6")
             _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+            _libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         except (OSError, AttributeError):
             _libc = False
-    if _libc:
+    return _libc
+
+
+def _malloc_trim() -> None:
+    """Return malloc's free pages to the kernel (glibc only; elsewhere a no-op)."""
+    if _glibc():
         _libc.malloc_trim(0)
 
 
 _libc = None
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
+
+
+def rss_follows_tensors(threshold: int = 1 << 20) -> bool:
+    """Make this process's resident set follow its live tensors (glibc; False elsewhere):
+    every allocation of `threshold` bytes or more gets its own mmap, unmapped when freed, and
+    a fixed threshold stops glibc from raising it as large blocks are freed (by default it
+    climbs to 32 MiB, so which tensors stay resident after they are freed depends on the
+    history, and step peaks vary by tens of % between identical runs). The CPU then reads a
+    peak the way a GPU's allocator counts one: live tensors."""
+    if not _glibc():
+        return False
+    return bool(_libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+                and _libc.mallopt(_M_TRIM_THRESHOLD, threshold))
 
 
 def cpu_method() -> str:

@@ -15,6 +15,7 @@ whose layers all attend alike.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,9 @@ class HFCausalLM(nn.Module):
                           head_size=hf.head_dim, vocab_size=hf.vocab_size,
                           tie_embeddings=hf.tie_word_embeddings)
         self.checkpoint_segments: list[tuple[int, int]] = []
+        # transformers 5.x renames past_key_values to cache
+        self._cache_arg = "cache" if "cache" in inspect.signature(inner.forward).parameters \
+            else "past_key_values"
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -74,8 +78,28 @@ class HFCausalLM(nn.Module):
         mlp = self.layers[0].mlp
         return getattr(mlp, "down_proj", None) or mlp.dense_4h_to_h
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.inner(input_ids=tokens, use_cache=False).logits
+    def forward(self, tokens: torch.Tensor, cache: Any = None, start: int = 0) -> torch.Tensor:
+        """tokens (batch, seq) -> logits (batch, seq, vocab). With `cache` (`new_cache`), the
+        tokens follow the `start` tokens already in it (transformers reads the position from
+        the cache) and their keys and values are appended."""
+        if cache is None:
+            return self.inner(input_ids=tokens, use_cache=False).logits
+        if cache.get_seq_length() != start:
+            raise ValueError(f"the cache holds {cache.get_seq_length()} tokens, asked to "
+                             f"continue at {start}")
+        return self.inner(input_ids=tokens, use_cache=True, **{self._cache_arg: cache}).logits
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final normalized hidden states (batch, seq, hidden): what the head reads (and
+        what reward and value heads read)."""
+        base = getattr(self.inner, self.inner.base_model_prefix)
+        return base(input_ids=tokens, use_cache=False).last_hidden_state
+
+    def new_cache(self, batch: int, max_seq: int | None = None, **_: Any) -> Any:
+        """An empty transformers DynamicCache (it grows as tokens are appended)."""
+        from transformers import DynamicCache
+
+        return DynamicCache()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

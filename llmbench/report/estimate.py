@@ -52,7 +52,8 @@ def render(doc: ResultDocument, console: Console) -> None:
         ("  a layer's scores", parts["scores"], "seq × seq (standard attention only)"),
         ("  a layer's MLP", parts["mlp"], "its intermediates, of the MLP width"),
         ("  a layer's norms", parts["norms"], "with the inputs the projections read"),
-        ("logits and loss", g["logits_loss_bytes"], "vocab × seq × batch"),
+        ("logits and loss", g["logits_loss_bytes"],
+         "vocab × seq × batch: within the activations and the temporaries"),
         ("backward temporaries", g["backward_peak_bytes"], "above the activations, at the peak"),
         ("peak", g["peak_bytes"], ""),
     ]

@@ -145,8 +145,11 @@ def footprint(arch: mm.Arch, x: Inputs) -> dict[str, Any]:
     """Everything one GPU holds and does in a step of `x`."""
     lay = layout(x.precision, x.mixed)
     states = model_states(arch, x.optimizer, lay)
+    # torch's step counters are per parameter tensor on every rank (FSDP shards each tensor)
     weights, grads, optimizer = zero.per_rank_parts(states.weights, states.grads,
-                                                    states.optimizer, x.gpus, x.zero_stage)
+                                                    states.optimizer - states.step_counters,
+                                                    x.gpus, x.zero_stage)
+    optimizer += states.step_counters
     segs = policy_segments(arch, x.policy, x.every)
     kw = dict(batch=x.batch, positions=x.seq, param_dtype=lay.param_dtype,
               autocast=lay.autocast, attention=x.attention)

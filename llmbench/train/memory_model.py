@@ -148,9 +148,15 @@ class Arch:
         embedding, once), as (out, in) for the matrices: what an optimizer keeps state for."""
         h, q, kv, f = self.hidden, self.q_width, self.kv_width, self.intermediate
         norm = [(h,), (h,)] if self.norm == "layernorm" else [(h,)]
-        layer = [(q, h), (kv, h), (kv, h), (h, q)] + [(f, h)] * (2 if self.gated_mlp else 1)
-        layer += [(h, f)]
-        layer += [(q,), (kv,), (kv,)] * self.qkv_bias + [(h,)] * self.o_bias
+        if self.family == "falcon":  # one fused query_key_value projection
+            layer = [(q + 2 * kv, h), (h, q)]
+            layer += [(q + 2 * kv,)] * self.qkv_bias + [(h,)] * self.o_bias
+        else:
+            layer = [(q, h), (kv, h), (kv, h), (h, q)]
+            layer += [(q,), (kv,), (kv,)] * self.qkv_bias + [(h,)] * self.o_bias
+        # biases after their matrices within a kind: the order does not change any count
+        layer = [t for t in layer if len(t) == 2] + [(f, h)] * (2 if self.gated_mlp else 1) \
+            + [(h, f)] + [t for t in layer if len(t) == 1]
         layer += ([(f,)] * (2 if self.gated_mlp else 1) + [(h,)]) * self.mlp_bias
         layer += norm * self.norms_per_layer
         head = [] if self.tied_embeddings else [(self.vocab, h)]
@@ -523,7 +529,7 @@ def segments_for(policy: str, layers: int, every: int = 2) -> list[tuple[int, in
 def predict(arch: Arch, *, batch: int, seq: int, param_dtype: str = "fp32",
             autocast: str | None = None, attention: str = "flash",
             segments: Segments | None = None, policy: str = "none",
-            every: int = 2) -> Prediction:
+            every: int = 2, allocator: str = "rss") -> Prediction:
     """What llmbench measures for a batch of `seq` tokens per row: lm_loss reads
     tokens[:, :-1], so the model sees seq - 1 positions. `segments` (default: those of
     `policy`) are the checkpointed [start, end) layer ranges."""
@@ -534,6 +540,6 @@ def predict(arch: Arch, *, batch: int, seq: int, param_dtype: str = "fp32",
     kw = dict(batch=batch, positions=positions, param_dtype=param_dtype, autocast=autocast,
               attention=attention)
     act = activation_memory(arch, segments=segs, **kw)
-    peak = step_peak(arch, segments=segs, **kw)
+    peak = step_peak(arch, segments=segs, allocator=allocator, **kw)
     return Prediction(activation_bytes=act.total, step_peak_bytes=peak.peak, activations=act,
                       peak=peak, layer=layer_activations(arch, **kw), positions=positions)

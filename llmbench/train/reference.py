@@ -61,17 +61,40 @@ def save_state(kind: str, key: dict[str, Any], state: dict[str, torch.Tensor]) -
     return state
 
 
-def new_policy(size: str, data: PrefData, *, seed: int, device: str) -> Transformer:
+def model_key(size: str, hf_config: str | None = None, layers: int | None = None
+              ) -> dict[str, Any]:
+    """What names a policy's architecture in a cache key: the built-in size, or the Hugging
+    Face document itself (a digest of it, as read, at its --layers depth)."""
+    if hf_config is None:
+        return {"size": size}
+    from llmbench.models.hf import load_config
+
+    raw = load_config(hf_config, layers=layers).raw
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+    return {"size": size, "hf_config": digest}
+
+
+def new_policy(size: str, data: PrefData, *, seed: int, device: str,
+               hf_config: str | None = None, layers: int | None = None) -> Transformer:
+    """The built-in size (its context fitted to the data), or the Hugging Face architecture
+    `hf_config` cut to `layers`, initialised from `seed`."""
     torch.manual_seed(seed)
+    where = torch.device("cuda:0" if device == "cuda" else "cpu")
+    if hf_config is not None:
+        from llmbench.models.hf import load_config
+        from llmbench.models.hf_model import build_causal_lm
+
+        return build_causal_lm(load_config(hf_config, layers=layers), device=where)
     max_len = max(64, data.max_len + 8)
-    return build(size, max_seq_len=max_len).to(torch.device("cuda:0" if device == "cuda"
-                                                            else "cpu"))
+    return build(size, max_seq_len=max_len).to(where)
 
 
 def sft_reference(data: PrefData, *, size: str, seed: int, steps: int, batch: int, lr: float,
-                  device: str) -> tuple[Transformer, bool]:
+                  device: str, hf_config: str | None = None, layers: int | None = None
+                  ) -> tuple[Transformer, bool]:
     """The reference policy (trained, or from the cache) and whether it was cached."""
-    model = new_policy(size, data, seed=seed, device=device)
+    model = new_policy(size, data, seed=seed, device=device, hf_config=hf_config,
+                       layers=layers)
     dev = next(model.parameters()).device
 
     def train() -> dict[str, torch.Tensor]:
@@ -88,8 +111,10 @@ def sft_reference(data: PrefData, *, size: str, seed: int, steps: int, batch: in
             opt.step()
         return model.state_dict()
 
-    key = {"data": data.fingerprint, "size": size, "seed": seed, "steps": steps,
-           "batch": batch, "lr": lr, "max_seq_len": model.cfg.max_seq_len}
+    key = {"data": data.fingerprint, **model_key(size, hf_config, layers), "seed": seed,
+           "steps": steps, "batch": batch, "lr": lr}
+    if hf_config is None:
+        key["max_seq_len"] = model.cfg.max_seq_len
     state, hit = cached_state("sft", key, train)
     model.load_state_dict(state)
     return model, hit

@@ -70,6 +70,13 @@ def step_flops(model: Any, batch: int, seq: int, *, recomputed_layers: int = 0,
             - segments * 2.0 * model.segment_tail().weight.numel() * tokens)
 
 
+def _hf_attention(module: nn.Module) -> bool:
+    """A transformers decoder's attention module (LlamaAttention, Qwen2Attention, ...)."""
+    return (type(module).__module__.startswith("transformers.")
+            and type(module).__name__.endswith("Attention") and hasattr(module, "head_dim")
+            and hasattr(getattr(module, "config", None), "num_attention_heads"))
+
+
 def optimizer_bytes(params: list[torch.Tensor], state_bytes: int) -> int:
     """The optimizer's step: reads weights, gradients and states, writes weights and states."""
     weights = _bytes(params)
@@ -108,7 +115,8 @@ def step_figures(model: Any, optimizer: Any, batch: int, seq: int, activation_by
 
 
 class Tally:
-    """FLOPs and bytes of every pass the built-in models make while it is active, counted as
+    """FLOPs and bytes of every pass the models make while it is active (the built-in model
+    and transformers' through models.hf_model), counted as
     they happen: for loops whose steps mix several models and phases (the alignment methods:
     a policy and a reference, generation with a KV cache, value and reward heads).
 
@@ -163,6 +171,26 @@ class Tally:
                 elem = module.wq.weight.element_size()
                 cache = 2 * batch * module.kv_heads * module.head_dim * (start + new) * elem
             self._count(0.0, core, cache, module, weights=False)
+        elif _hf_attention(module):
+            self._hf_attention(module, args, kwargs)
+
+    def _hf_attention(self, module: nn.Module, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> None:
+        """A transformers attention module (models.hf_model), as the built-in one: called
+        with hidden_states and, when decoding, a cache already holding the new keys."""
+        hidden = args[0] if args else kwargs["hidden_states"]
+        batch, new = hidden.shape[:2]
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        seq_k = cache.get_seq_length(module.layer_idx) if cache is not None else new
+        config = module.config
+        core = pairs_flops(attended_pairs(new, causal=True, seq_k=seq_k),
+                           heads=config.num_attention_heads, head_dim=module.head_dim,
+                           batch=batch)
+        read = 0
+        if cache is not None:
+            kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+            read = 2 * batch * kv * module.head_dim * seq_k * hidden.element_size()
+        self._count(0.0, core, read, module, weights=False)
 
     def _count(self, matmul: float, core: float, read: int, module: nn.Module, *,
                weights: bool = True) -> None:

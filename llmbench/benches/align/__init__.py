@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llmbench.benches.training import STEP_ROOFLINE, RooflineUsed, built_in_size
+from llmbench.benches.training import (
+    STEP_ROOFLINE,
+    HFConfigSpec,
+    Layers,
+    RooflineUsed,
+    built_in_size,
+    hf_params,
+)
 from llmbench.core import roofline
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import RECORD, Metric, Opt
@@ -48,6 +55,8 @@ class AlignConfig(BaseModel):
         panel=_DATA)] = None
     model: Annotated[str, flag_like(MODEL, help=f"Trained here: a built-in size "
                                     f"({', '.join(SIZES)}).", panel=_DATA)] = "tiny"
+    hf_config: HFConfigSpec = None
+    layers: Layers = None
     sft_steps: Annotated[int, Field(gt=0), Opt(
         "Steps of the reference policy's SFT stage (cached).", panel=_DATA)] = 300
     steps: Annotated[int | None, Field(gt=0), Opt(
@@ -89,6 +98,15 @@ class AlignConfig(BaseModel):
     def _size(cls, v: str) -> str:
         return built_in_size(v)
 
+    @field_validator("hf_config")
+    @classmethod
+    def _buildable(cls, v: str | None) -> str | None:
+        from llmbench.models.hf import load_config
+
+        if v is not None:
+            load_config(v)  # a one-line error naming the file and the field
+        return v
+
 
 class AlignCase(BaseModel):
     """A case's params: the resolved config (steps, batch and lr filled in, the device chosen)."""
@@ -99,6 +117,8 @@ class AlignCase(BaseModel):
     task: Literal["even", "sorted", "reverse"]
     data: str | None
     model: str
+    hf_config: str | None = None
+    layers: int | None = None
     sft_steps: int
     steps: int
     batch: int
@@ -194,7 +214,7 @@ class AlignBenchmark(Benchmark[AlignConfig]):
             "lr": config.lr or lr})
 
     def plan(self, config: AlignConfig, ctx: PlanContext) -> list[CasePlan]:
-        params = config.model_dump(mode="json")
+        params = {**config.model_dump(mode="json"), **hf_params(config.hf_config)}
         plans = [CasePlan(name=config.method, params=params)]
         if config.method == "dpo" and config.precompute_ref:
             # Both, so that the memory the precomputation saves is measured, not assumed.

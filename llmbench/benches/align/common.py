@@ -113,7 +113,8 @@ def reference_policy(run: Run) -> Transformer:
     progress.report(stage="reference SFT")
     model, cached = sft_reference(run.data, size=run.p("model"), seed=run.p("seed"),
                                   steps=run.p("sft_steps"), batch=32, lr=1e-3,
-                                  device=run.device)
+                                  device=run.device, hf_config=run.p("hf_config"),
+                                  layers=run.p("layers"))
     run.history["reference_from_cache"] = [float(cached)]
     return model
 

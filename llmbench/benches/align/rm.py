@@ -22,7 +22,7 @@ from llmbench.models.transformer import Transformer
 from llmbench.train.losses import reward_model_loss
 from llmbench.train.policy import ScalarHead
 from llmbench.train.prefs import Pair
-from llmbench.train.reference import cached_state, save_state
+from llmbench.train.reference import cached_state, model_key, save_state
 
 RM_STEPS, RM_BATCH, RM_LR = 200, 16, 1e-3  # what ppo --reward-model and rlhf train with
 
@@ -66,8 +66,10 @@ def train_reward_model(run: Run, reference: Transformer, *, steps: int, batch: i
 
 
 def rm_key(run: Run, *, steps: int, batch: int, lr: float) -> dict[str, Any]:
-    return {"data": run.data.fingerprint, "size": run.p("model"), "seed": run.p("seed"),
-            "sft_steps": run.p("sft_steps"), "steps": steps, "batch": batch, "lr": lr}
+    return {"data": run.data.fingerprint,
+            **model_key(run.p("model"), run.p("hf_config"), run.p("layers")),
+            "seed": run.p("seed"), "sft_steps": run.p("sft_steps"), "steps": steps,
+            "batch": batch, "lr": lr}
 
 
 def cached_reward_model(run: Run, reference: Transformer) -> tuple[ScalarHead, bool]:

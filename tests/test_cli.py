@@ -209,16 +209,17 @@ def test_flags_are_pinned():
         "--format", "--quiet", "-q", "--fail-on"])
 
 
-TRAINING_COMMON = ["--model", "--batch", "--seq", "--lr", "--device", "--seed", "--max-time",
-                   "--profile", "--timeout", "--isolate", "--no-isolate", "--trace",
-                   "--memory-snapshot", "--json", "--format", "--quiet", "-q", "--fail-on"]
+TRAINING_COMMON = ["--model", "--hf-config", "--layers", "--attention", "--batch", "--seq",
+                   "--lr", "--device", "--seed", "--max-time", "--profile", "--timeout",
+                   "--isolate", "--no-isolate", "--trace", "--memory-snapshot", "--json",
+                   "--format", "--quiet", "-q", "--fail-on"]
 
 
 def test_training_flags_are_pinned():
     assert _flags("amp") == sorted(TRAINING_COMMON + [
         "--variants", "--steps", "--loss-tolerance", "--demo"])
-    assert _flags("checkpoint") == sorted(TRAINING_COMMON + ["--layers", "--policies",
-                                                             "--every"])
+    assert _flags("checkpoint") == sorted(TRAINING_COMMON + ["--policies", "--every",
+                                                             "--param-dtype"])
     assert _flags("optim") == sorted(TRAINING_COMMON + [
         "--optimizers", "--precision", "--compare-decay", "--weight-decay", "--decay-steps"])
     assert _flags("accum") == sorted(TRAINING_COMMON + ["--micro"])
@@ -280,7 +281,8 @@ def test_optim_analytic_table_for_a_preset():
 
 def test_align_flags_are_pinned():
     assert _flags("align") == sorted([
-        "--task", "--data", "--model", "--sft-steps", "--steps", "--batch", "--lr", "--beta",
+        "--task", "--data", "--model", "--hf-config", "--layers", "--sft-steps", "--steps",
+        "--batch", "--lr", "--beta",
         "--loss-type", "--label-smoothing", "--rpo-alpha", "--precompute-ref", "--reward-model",
         "--temperature", "--kl-coef", "--kl-estimator", "--ppo-epochs", "--eval-samples",
         "--device", "--seed", "--profile", "--timeout", "--isolate", "--no-isolate", "--trace",
@@ -368,8 +370,8 @@ def test_distributed_flags_are_pinned():
     assert _flags("comm") == sorted(DIST_COMMON + ["--collectives", "--sizes", "--dtype",
                                                   "--windows"])
     assert _flags("ddp") == sorted(DIST_COMMON + [
-        "--strategies", "--model", "--batch", "--seq", "--lr", "--seed", "--zero-models",
-        "--zero-scheme", "--zero-ranks"])
+        "--strategies", "--model", "--hf-config", "--layers", "--attention", "--batch", "--seq",
+        "--lr", "--seed", "--zero-models", "--zero-scheme", "--zero-ranks"])
 
 
 def test_a_case_in_error_fails_the_run_after_writing_it(tmp_path):

@@ -54,6 +54,14 @@ Attention = Annotated[Literal["sdpa", "standard"], Opt(
     "transformers' eager).", panel=MODEL_PANEL)]
 
 
+def checked_hf_config(spec: str | None) -> str | None:
+    """`spec` when it names a document llmbench can build (a one-line error otherwise,
+    naming the file and the field)."""
+    if spec is not None:
+        load_config(spec)
+    return spec
+
+
 def built_in_size(name: str) -> str:
     """`name` when it is a built-in size; a ValueError saying what it is otherwise."""
     if name in SIZES:
@@ -91,9 +99,7 @@ class TrainingConfig(BaseModel):
     @field_validator("hf_config")
     @classmethod
     def _buildable(cls, v: str | None) -> str | None:
-        if v is not None:
-            load_config(v)  # a one-line error naming the file and the field
-        return v
+        return checked_hf_config(v)
 
     @model_validator(mode="after")
     def _read_hf_config(self) -> TrainingConfig:

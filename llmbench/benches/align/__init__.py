@@ -19,6 +19,7 @@ from llmbench.benches.training import (
     Layers,
     RooflineUsed,
     built_in_size,
+    checked_hf_config,
     hf_params,
 )
 from llmbench.core import roofline
@@ -101,11 +102,7 @@ class AlignConfig(BaseModel):
     @field_validator("hf_config")
     @classmethod
     def _buildable(cls, v: str | None) -> str | None:
-        from llmbench.models.hf import load_config
-
-        if v is not None:
-            load_config(v)  # a one-line error naming the file and the field
-        return v
+        return checked_hf_config(v)
 
 
 class AlignCase(BaseModel):

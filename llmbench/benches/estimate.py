@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from llmbench.benches.checkpoint import CheckpointBenchmark
-from llmbench.benches.training import MODEL_PANEL, TrainingCase
+from llmbench.benches.training import MODEL_PANEL, TrainingCase, hf_params
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
@@ -37,7 +37,6 @@ from llmbench.core.flags import (
 from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.results import CaseResult
 from llmbench.core.timing import TimingPolicy
-from llmbench.models.presets import PRESETS
 from llmbench.models.sizes import SIZES
 from llmbench.train import optimizers as optim_registry
 from llmbench.train.checkpointing import POLICIES
@@ -152,7 +151,7 @@ def resolve_architecture(cfg: EstimateConfig) -> tuple[Any, str, dict[str, Any]]
         source = cfg.hf_config or cfg.model or "llama-3-8b"
         hf = load_config(source, layers=cfg.layers)
         arch, name = Arch.from_hf(hf), hf.name
-        spec = {"model": hf.name, "hf_config": hf.name if source in PRESETS else hf.source}
+        spec = hf_params(source)
     else:
         missing = [f"--{k}" for k in ("hidden", "intermediate", "heads", "vocab")
                    if k not in explicit] + ([] if cfg.layers else ["--layers"])

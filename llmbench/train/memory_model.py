@@ -474,7 +474,11 @@ def step_peak(arch: Arch, *, batch: int, positions: int, param_dtype: str = "fp3
              else gradient_bytes(arch, param_dtype) * grad_fraction)
     a = act.total - freed
     logits = tokens * arch.vocab
-    forward = a + logits * c + (logits * FP32 if c != FP32 else 0)
+    # autocast caches every weight it casts until its context exits (after the loss): the
+    # casts of checkpointed layers, saved by nothing, are alive until then too
+    inside = checkpointed_layers(segments) & set(range(arch.layers))
+    cached = len(inside) * layer.weight_copies
+    forward = a + cached + logits * c + (logits * FP32 if c != FP32 else 0)
     loss = a + 2 * logits * FP32
     head_grad = arch.vocab * arch.hidden * p_grad
     head_tmp = arch.vocab * arch.hidden * c if w.autocast else 0

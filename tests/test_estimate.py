@@ -66,19 +66,36 @@ def test_standard_attention_keeps_the_scores(hw):
     assert b["per_gpu"]["activation_bytes"] > a["per_gpu"]["activation_bytes"]
 
 
-def test_validate_measures_here(hw):
-    cfg = EstimateConfig(model="mini", layers=2, batch=4, seq=257, precision="fp32",
-                         measure=True, device="cpu")
-    doc = run_benchmark(EstimateBenchmark(), cfg, options=INLINE, hw=hw)
+def _validated(hw, **kw):
+    """--validate, each case in its own process (the allocator setting it makes is the
+    case's own), checked against the acceptance tolerances."""
+    cfg = EstimateConfig(measure=True, device="cpu", **kw)
+    doc = run_benchmark(EstimateBenchmark(), cfg, options=RunOptions(), hw=hw)
     assert [c.name for c in doc.cases] == ["validate/none", "validate/every", "validate/sqrt"]
     for case in doc.cases:
         assert case.status == "ok", case.reason
         m = case.metrics
-        assert m["states_match"] is True
-        assert m["predicted_activation_bytes"] > 0 and m["activation_memory_bytes"] > 0
-        assert abs(m["activation_error_pct"]) < 100  # the acceptance bounds: benchmarks/
+        assert m["states_match"] is True, (case.name, m["predicted_state_bytes"])
+        assert abs(m["activation_error_pct"]) <= 10, (case.name, m["activation_error_pct"])
+        assert abs(m["peak_error_pct"]) <= 15, (case.name, m["peak_error_pct"])
+    return doc
+
+
+def test_validate_the_built_in_model_here(hw):
+    doc = _validated(hw, model="mini", layers=4, batch=4, seq=257, precision="fp32")
     none, every = doc.cases[0].metrics, doc.cases[1].metrics
-    assert every["predicted_activation_bytes"] < none["predicted_activation_bytes"]
+    assert every["activation_memory_bytes"] < none["activation_memory_bytes"] / 5
+
+
+def test_validate_an_hf_config_here(hw, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "llama", "hidden_size": 256,
+                                "intermediate_size": 704, "num_hidden_layers": 2,
+                                "num_attention_heads": 8, "num_key_value_heads": 2,
+                                "vocab_size": 512}))
+    # fp32: at these small widths pure bf16's step peak is underpredicted by ~27 % (at the
+    # presets' real widths, benchmarks/estimate_validation.py, it is within 1 %)
+    _validated(hw, hf_config=str(path), batch=4, seq=257, precision="fp32")
 
 
 @pytest.mark.parametrize(("args", "message"), [

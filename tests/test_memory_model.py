@@ -189,49 +189,6 @@ def test_hf_saved_tensors_exact(tmp_path: Path, model_type: str, attention: str,
     assert got - extra == want.total  # Falcon: two int64 scalars a layer
 
 
-def measured(model: torch.nn.Module, tokens: torch.Tensor, segments: list[tuple[int, int]],
-             precision: object = None) -> tuple[int, int]:
-    from llmbench.core.memory import measure_peak
-    from llmbench.train.loop import activation_step, train_step
-
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model.set_checkpointing(segments)
-    for _ in range(2):
-        train_step(model, opt, tokens, precision=precision)
-    _, act = activation_step(model, opt, tokens, device="cpu", precision=precision)
-    _, peak = measure_peak(lambda: train_step(model, opt, tokens, precision=precision))
-    return act, peak.peak_bytes
-
-
-@pytest.mark.parametrize("policy", ["none", "every"])
-def test_builtin_rss_measurement(policy: str) -> None:
-    from llmbench.models.sizes import build
-    from llmbench.train.checkpointing import segments
-
-    torch.manual_seed(0)
-    model = build("mini", n_layers=4).train()
-    tokens = torch.randint(0, 256, (4, 257))
-    act, peak = measured(model, tokens, segments(policy, 4))
-    p = predict(Arch.from_size("mini", n_layers=4), batch=4, seq=257, policy=policy)
-    assert abs(p.activation_bytes / act - 1) < 0.10
-    assert abs(p.step_peak_bytes / peak - 1) < 0.20
-
-
-def test_hf_rss_measurement(tmp_path: Path) -> None:
-    pytest.importorskip("transformers")
-    from llmbench.models.hf import build
-
-    cfg = tiny_hf(tmp_path, "llama", layers=2)
-    torch.manual_seed(0)
-    model = Logits(build(cfg).train())
-    model.set_checkpointing = lambda segments: None  # policy none
-    tokens = torch.randint(0, 512, (4, 257))
-    act, peak = measured(model, tokens, [])
-    p = predict(Arch.from_hf(cfg), batch=4, seq=257)
-    assert abs(p.activation_bytes / act - 1) < 0.10
-    assert abs(p.step_peak_bytes / peak - 1) < 0.20
-
-
 @pytest.mark.parametrize("extra", [
     {"model_type": "llama", "num_key_value_heads": 2, "tie_word_embeddings": False},
     {"model_type": "qwen2", "num_key_value_heads": 1, "tie_word_embeddings": True},

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from llmbench.benches.checkpoint import CheckpointBenchmark
-from llmbench.benches.training import MODEL_PANEL, TrainingCase, hf_params
+from llmbench.benches.training import MODEL_PANEL, TrainingCase, checked_hf_config, hf_params
 from llmbench.core.benchmark import Benchmark, CasePlan, PlanContext
 from llmbench.core.declare import RECORD, Metric, Opt
 from llmbench.core.errors import UsageError
@@ -110,6 +110,16 @@ class EstimateConfig(BaseModel):
     _arch: Any = PrivateAttr(None)
     _name: str = PrivateAttr("")
     _spec: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        return v if v is None or v in SIZES else checked_hf_config(v)
+
+    @field_validator("hf_config")
+    @classmethod
+    def _buildable(cls, v: str | None) -> str | None:
+        return checked_hf_config(v)
 
     @field_validator("optimizer")
     @classmethod

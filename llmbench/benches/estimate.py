@@ -103,7 +103,9 @@ class EstimateConfig(BaseModel):
         "Model FLOPs utilization the step time assumes (0-1].", panel=_RUN)] = 0.4
     measure: Annotated[bool, Opt(
         "Train the model here under none / every / sqrt checkpointing and show predicted vs "
-        "measured (use a small --layers, --batch and --seq).", flag="--validate",
+        "measured: a --layers, --batch and --seq that run here, with activations well above "
+        "~15 MiB (the CPU runtime's own scratch buffers, not modelled, dominate smaller "
+        "steps).", flag="--validate",
         negatable=False, panel=_VALIDATE)] = False
     device: Annotated[Device, Opt("Where --validate trains.", panel=_VALIDATE)] = None
     seed: Seed = 0

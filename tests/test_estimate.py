@@ -121,3 +121,14 @@ def test_a_config_missing_fields_is_one_line(tmp_path):
     run = _cli("--hf-config", str(path))
     assert run.returncode == 2 and "missing num_hidden_layers" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_the_stacked_bar_per_policy(hw):
+    pytest.importorskip("matplotlib")
+    from llmbench.report.plots import estimate
+
+    doc = run_benchmark(EstimateBenchmark(), EstimateConfig(model="llama-3-8b",
+                                                            memory_bytes=80 * 2**30),
+                        options=INLINE, hw=hw)
+    ((title, png),) = estimate(doc)
+    assert "checkpoint policy" in title and png.startswith(b"\x89PNG")

@@ -37,12 +37,16 @@ def test_llama3_8b_on_eight_h100s(tmp_path):
     assert "peak" in run.stdout and "activations" in run.stdout
 
 
+def _config(folder, **fields):
+    """A config.json with 8 query heads and 2 key/value heads, and `fields`."""
+    path = folder / "config.json"
+    path.write_text(json.dumps({"num_attention_heads": 8, "num_key_value_heads": 2, **fields}))
+    return path
+
+
 def test_a_config_file_and_explicit_widths(hw, tmp_path):
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"model_type": "qwen2", "hidden_size": 512,
-                                "intermediate_size": 1024, "num_hidden_layers": 4,
-                                "num_attention_heads": 8, "num_key_value_heads": 2,
-                                "vocab_size": 1000}))
+    path = _config(tmp_path, model_type="qwen2", hidden_size=512, intermediate_size=1024,
+                   num_hidden_layers=4, vocab_size=1000)
     doc = run_benchmark(EstimateBenchmark(), EstimateConfig(hf_config=str(path), seq=256),
                         options=INLINE, hw=hw)
     from llmbench.models.hf import load_config
@@ -88,11 +92,8 @@ def test_validate_the_built_in_model_here(hw):
 
 
 def test_validate_an_hf_config_here(hw, tmp_path):
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"model_type": "llama", "hidden_size": 256,
-                                "intermediate_size": 704, "num_hidden_layers": 2,
-                                "num_attention_heads": 8, "num_key_value_heads": 2,
-                                "vocab_size": 512}))
+    path = _config(tmp_path, model_type="llama", hidden_size=256, intermediate_size=704,
+                   num_hidden_layers=2, vocab_size=512)
     # fp32: at these small widths pure bf16's step peak is underpredicted by ~27 % (at the
     # presets' real widths, benchmarks/estimate_validation.py, it is within 1 %)
     _validated(hw, hf_config=str(path), batch=4, seq=257, precision="fp32")

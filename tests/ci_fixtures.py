@@ -12,7 +12,7 @@ threshold = "5%"
 name = "attention"
 command = "attention"
 args = ["--seq", "64,128", "--heads", "2", "--head-dim", "16", "--impl", "standard,sdpa-flash",
-        "--max-time", "1", "--no-isolate", "--device", "cpu"]
+        "--max-time", "{max_time}", "--no-isolate", "--device", "cpu"]
 thresholds = { peak_memory_bytes = "50%" }
 
 [[bench]]
@@ -27,12 +27,26 @@ args = ["--total", "100", "--warmup", "10"]
 """
 
 
+# compare's exact test needs 5 samples a side to reach alpha 0.01: a run on a loaded machine
+# that timed fewer (each sample took longer than --max-time / 5) is repeated with more time.
+ENOUGH_SAMPLES = 5
+
+
 def make_run(directory: Path) -> Path:
+    import json
+
     from llmbench.cli.suites import load_suite, run_suite
 
     directory.mkdir(parents=True, exist_ok=True)
-    suite = directory / "suite.toml"
-    suite.write_text(SUITE)
-    index = run_suite(load_suite(suite), directory / "run")
-    assert all(b["exit_code"] == 0 for b in index["benchmarks"]), index
-    return directory / "run"
+    for attempt, max_time in enumerate((1, 3, 9)):
+        suite = directory / f"suite{attempt}.toml"
+        suite.write_text(SUITE.replace("{max_time}", str(max_time)))
+        run = directory / f"run{attempt}"
+        index = run_suite(load_suite(suite), run)
+        assert all(b["exit_code"] == 0 for b in index["benchmarks"]), index
+        cases = json.loads((run / "attention.json").read_text())["cases"]
+        if all(len(c["metrics"]["time_ms"]["samples"]) >= ENOUGH_SAMPLES for c in cases):
+            break
+    final = directory / "run"
+    run.rename(final)
+    return final

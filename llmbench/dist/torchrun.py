@@ -39,6 +39,11 @@ TOKEN_ENV = "LLMBENCH_DIST_RUN"
 POLL_S = 0.2
 STOP_GRACE_S = 10.0
 STACK_WAIT_S = 2.0
+# Until every rank is past its start (reported, and out of its "starting" phase), --timeout
+# is not the limit: torchrun and each rank first start an interpreter and import torch and
+# llmbench, which takes seconds on a loaded machine and is no case's doing. A rank still
+# not started after this long is reported as never started, or hung while starting.
+START_UP_S = 60.0
 # The launch variables of an enclosing job must not leak into our own standalone group.
 _LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
                 "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
@@ -139,7 +144,9 @@ class TorchrunGroup:
                 shown = phase
             idle = time.time() - max([self.started, self._last_result,
                                       *(s.get("time", 0.0) for s in statuses.values())])
-            if idle > self.timeout_s:
+            started_all = len(statuses) == self.nproc and all(
+                s.get("phase") != "starting" for s in statuses.values())
+            if idle > (self.timeout_s if started_all else max(self.timeout_s, START_UP_S)):
                 self.failure = self._why_hung(statuses, idle)
                 self.stop()
                 return Outcome("error", reason=self.failure)

@@ -62,7 +62,8 @@ def test_a_hung_rank_is_named_within_the_timeout(tmp_path):
     assert "rank 0 waiting at torch/distributed" in line  # the other is in the collective
     assert doc["cases"][0]["status"] == "ok"  # the case before the hang is kept
     assert doc["cases"][1]["status"] == "error"
-    assert wall < 60  # start-up (~5 s) + the 3 s time-out + stopping
+    # start-up (~5 s quiet, tens of seconds on a loaded runner) + the 3 s time-out + stopping
+    assert wall < 120
     assert marked(marker) == []
 
 
@@ -177,7 +178,7 @@ def test_under_a_users_torchrun_a_hung_rank_is_named_by_the_watchdog(tmp_path):
     assert "rank 1 in its collective phase at llmbench/dist/faults.py" in errors[0]
     assert "rank 0 waiting at torch/distributed" in errors[0]
     # Before the group's own time-out (2 x 3 + 30 s), which would blame the waiting rank.
-    assert wall < 30
+    assert "operation timeout" not in proc.stderr and wall < 120
 
 
 def test_under_a_users_torchrun_the_first_failure_is_named_and_finished_cases_kept(tmp_path):
@@ -254,4 +255,4 @@ def test_under_a_users_torchrun_a_set_up_hang_is_named_in_that_phase(tmp_path):
     assert len(errors) == 1, proc.stderr[-3000:]
     assert errors[0].startswith("llmbench: error: rank 1 hung while connecting: no progress "
                                 "for 3 s (rank 0 waiting at torch/"), errors[0]
-    assert wall < 30
+    assert "operation timeout" not in proc.stderr and wall < 120

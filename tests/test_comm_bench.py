@@ -21,6 +21,12 @@ def test_bus_factors_are_nccl_tests():
     assert bus_factor("all_to_all", 4) == 3 / 4
     assert bus_factor("broadcast", 8) == 1.0
     assert bus_factor("all_reduce", 1) == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8])
+def test_broadcast_busbw_is_algbw_at_any_rank_count(n):
+    """nccl-tests' BroadcastGetBw: busbw = algbw whatever the ranks, one rank included."""
+    assert bus_factor("broadcast", n) == 1.0
     assert ring_steps("all_reduce", 4) == 6 and ring_steps("all_gather", 4) == 3
 
 

@@ -77,3 +77,23 @@ def test_parse_size_sweep_rejects(text, message):
 
     with pytest.raises(UsageError, match=message):
         parse_size_sweep(text, what="--sizes")
+
+
+@pytest.mark.parametrize("ms, text", [
+    (14_420, "14.4 s"), (1_442_000, "1442 s"), (999_700, "1000 s"), (999.7, "1 s"),
+    (999.4, "999 ms"), (1.0, "1 ms"), (0.9996, "1 ms"), (0.5, "500 µs"), (None, "-"),
+    (float("nan"), "-"),
+])
+def test_format_ms_stays_in_human_units(ms, text):
+    assert format_ms(ms) == text
+    assert "e+" not in format_ms(ms)
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0 s"), (45.9, "45 s"), (60, "1 min 00 s"), (125, "2 min 05 s"), (3600, "1 h 00 min"),
+    (3725, "1 h 02 min"), (-3, "0 s"),
+])
+def test_format_seconds(seconds, text):
+    from llmbench.core.units import format_seconds
+
+    assert format_seconds(seconds) == text

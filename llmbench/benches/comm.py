@@ -10,7 +10,7 @@ with S the size of the largest buffer and t the median time:
 
     algbw = S / t
     busbw = algbw * factor:  all_reduce 2(n-1)/n; all_gather, reduce_scatter, all_to_all
-                             (n-1)/n; broadcast 1
+                             (n-1)/n; broadcast 1 at any n (one rank too: busbw = algbw)
 
 busbw is comparable across operations and rank counts: it approaches the slowest link's
 bandwidth. Next to each measurement, the ring model's time
@@ -44,11 +44,12 @@ DEFAULT_SIZES = {"cuda": (2**10, 2**30), "cpu": (2**10, 2**26)}  # 1 KiB..1 GiB,
 
 
 def bus_factor(collective: str, n: int) -> float:
-    """busbw / algbw (nccl-tests)."""
+    """busbw / algbw (nccl-tests): all_reduce 2(n-1)/n; broadcast 1 at any n, one rank included
+    (nccl-tests' BroadcastGetBw sets busbw = algbw); the others (n-1)/n."""
     if collective == "all_reduce":
         return 2 * (n - 1) / n
     if collective == "broadcast":
-        return 1.0 if n > 1 else 0.0
+        return 1.0
     return (n - 1) / n
 
 

@@ -1,20 +1,24 @@
 """What `llmbench env` reports: the device, versions, the profile in force and why, the default
 dtype, the peak figures and their source, the forward and backward tiles the profile gives, and
-which attention implementations can run here (and why not)."""
+which attention implementations can run here (and why not).
+
+`env --json` writes `EnvReport`: a document of its own kind (a machine, not a benchmark's cases),
+sharing the results documents' `schema_version`, `tool` and `env`, and told apart from them by
+having no `benchmark`; `llmbench schema` describes both (`cli/schema.py`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from llmbench import __version__, kernels
+from llmbench import kernels
 from llmbench.core import hardware
 from llmbench.core.calibration import Calibration, load_calibration
 from llmbench.core.errors import UsageError
 from llmbench.core.hardware import HardwareInfo
 from llmbench.core.profiles import AttentionTile, KernelTile, PeakFigures, select_profile
-from llmbench.core.results import EnvInfo
+from llmbench.core.results import SCHEMA_VERSION, EnvInfo, ToolInfo
 from llmbench.kernels.problem import AttentionProblem
 
 TILE_HEAD_DIMS = (64, 128, 256)
@@ -40,8 +44,10 @@ class TileRow(BaseModel):
 
 
 class EnvReport(BaseModel):
-    schema_version: int = 1
-    tool: dict[str, str] = {"name": "llmbench", "version": __version__}
+    """The document `llmbench env --json` writes (no `benchmark`: not a results document)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    tool: ToolInfo = Field(default_factory=ToolInfo)
     env: EnvInfo
     hardware: HardwareInfo
     profile: dict[str, Any]

@@ -4,10 +4,29 @@ Analytic (summary): bytes per token = 2 * layers * kv_heads * head_dim * bytes p
 the architecture as published and re-headed with every key/value head count that divides the
 query heads; with a memory budget, the longest context and the largest batch whose cache fits.
 
+Sliding window (Mistral-7B v0.1: 4096 tokens on every layer; a config's `sliding_window`, with
+Qwen2's use_sliding_window / max_window_layers and Gemma-2's every-other-layer rule, see
+`models.presets.window_numbers`; or `--window`): a windowed layer attends to its last W tokens,
+itself included, so a rolling-buffer cache keeps only those. Both figures are given:
+
+    full     = bytes per token * seq * batch
+    windowed = 2 * kv_heads * head_dim * bytes * batch
+               * (full layers * seq + windowed layers * min(seq, W))
+
+(Mistral-7B at 32k tokens in bf16: 4 GiB full, 512 MiB windowed.) Which one a server holds is
+its choice. transformers (checked on 5.24): `generate()` and a forward without a cache build a
+DynamicCache from the model's config, whose windowed layers keep the last W - 1 tokens (the
+step's own token is appended while it attends); a DynamicCache() made without the config keeps
+every token. vLLM's v1 engine (its source): a windowed layer's blocks outside the window are
+freed, so it holds about W - 1 tokens plus the step's in whole blocks; with its hybrid KV-cache
+manager disabled, a model mixing full and windowed layers is allocated as full. Anything else
+we assume holds the full cache unless it documents a rolling buffer.
+
 Measured (cases): a scaled-down copy of the architecture built with llmbench's own transformer
-(same query heads, fewer layers, narrower heads) is run as MHA, GQA and MQA: the cache is
-filled (prefill, then decoding), its bytes are counted from the real tensors and compared with
-the formula, and a decode step at the full context is timed.
+(same query heads, fewer layers, narrower heads; the same window on the same layers among those
+it keeps) is run as MHA, GQA and MQA: the cache is filled (prefill, then decoding), its bytes
+are counted from the real tensors and compared with the formula (the windowed one when a window
+applies: `RollingKVCache`), and a decode step at the full context is timed.
 """
 
 from __future__ import annotations
@@ -67,6 +86,11 @@ class KVCacheConfig(BaseModel):
     head_dim: Annotated[int | None, Field(gt=0), flag_like(HEAD_DIM, panel=_ARCH)] = None
     context: Annotated[int | None, Field(gt=0), Opt("Trained context length.",
                                                     panel=_ARCH)] = None
+    window: Annotated[int | None, Opt(
+        "Sliding window in tokens, counted as config.json's sliding_window (the token itself "
+        "included; attention's --window W is W + 1 of these): replaces the model's, on its "
+        "windowed layers, or sets one on every layer. The table then also gives the "
+        "rolling-buffer cache.", panel=_ARCH, default_text="the config's sliding_window")] = None
     arch: Architecture | None = Field(None, description="resolved from the fields above")
     seq: Annotated[int | None, Field(gt=0), flag_like(
         SEQ, help="In the cache.", default_text="the model's context")] = None
@@ -89,6 +113,13 @@ class KVCacheConfig(BaseModel):
     device: Annotated[Literal["cpu", "cuda"] | None, flag_like(DEVICE, panel=_MEASURE)] = None
     seed: Annotated[int, flag_like(SEED, panel=_MEASURE)] = 0
     timing: TimingPolicy = Field(default_factory=TimingPolicy)
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError(f"must be a positive number of tokens, got {v}")
+        return v
 
     @field_validator("impls")
     @classmethod
@@ -117,10 +148,13 @@ class KVCacheCase(BaseModel):
     head_dim: int
     dim: int
     impl: str
+    window: int | None = None  # the sliding window of the copy's windowed layers
+    windowed_layers: int = 0
 
 
 class KVAnalyticRow(BaseModel):
-    """One KV head count of the analytic table (`analytic_table`); the max_* with a budget."""
+    """One KV head count of the analytic table (`analytic_table`); the max_* with a budget, the
+    windowed_* with a sliding window (the rolling-buffer cache)."""
 
     model_config = RECORD
 
@@ -132,6 +166,24 @@ class KVAnalyticRow(BaseModel):
     saving_vs_mha_pct: float
     max_context: int | None = None
     max_batch: int | None = None
+    windowed_total_bytes: int | None = None
+    windowed_max_context: int | None = Field(
+        None, description="with a budget: None when the windowed cache fits at any context (it "
+        "stops growing at the window)")
+    windowed_max_batch: int | None = None
+
+
+class KVWindow(BaseModel):
+    """The sliding window of the architecture (its config, or --window)."""
+
+    model_config = RECORD
+
+    tokens: int
+    windowed_layers: int
+    layers: int
+    source: Literal["config", "--window"]
+    binds: bool = Field(description="seq is longer than the window: the rolling buffer is "
+                        "smaller than the full cache")
 
 
 class ScaledCopy(BaseModel):
@@ -145,6 +197,8 @@ class ScaledCopy(BaseModel):
     dim: int
     of_layers: int
     of_head_dim: int
+    window: int | None = None
+    windowed_layers: int = 0
 
 
 class KVCacheSummary(BaseModel):
@@ -153,6 +207,7 @@ class KVCacheSummary(BaseModel):
     architecture: Architecture
     analytic: list[KVAnalyticRow] = Field(default_factory=list)
     scaled_copy: ScaledCopy
+    window: KVWindow | None = None
 
 
 def built_in_architecture(name: str) -> Architecture:
@@ -164,18 +219,20 @@ def built_in_architecture(name: str) -> Architecture:
 
 
 def resolve_architecture(cfg: KVCacheConfig) -> Architecture:
-    """The preset, or the config file, or explicit numbers; explicit numbers override either."""
+    """The preset, or the config file, or explicit numbers; explicit numbers override either
+    (--layers keeps the document's rule for which layers are windowed; --window replaces the
+    window on the windowed layers, or sets it on every layer)."""
     if cfg.model and cfg.config_path:
         raise UsageError("give --model or --config, not both")
     explicit = {k: v for k, v in {"layers": cfg.layers, "heads": cfg.heads,
                                   "kv_heads": cfg.kv_heads, "head_dim": cfg.head_dim,
                                   "context": cfg.context}.items() if v is not None}
     if cfg.config_path:
-        base = from_hf_config(cfg.config_path).model_dump()
+        base = from_hf_config(cfg.config_path, layers=cfg.layers).model_dump()
     elif cfg.model in SIZES:
         base = built_in_architecture(cfg.model).model_dump()
     elif cfg.model or not explicit:
-        base = preset(cfg.model or DEFAULT_MODEL).model_dump()
+        base = preset(cfg.model or DEFAULT_MODEL, layers=cfg.layers).model_dump()
     else:
         missing = [f"--{k.replace('_', '-')}" for k in ("layers", "heads", "head_dim")
                    if k not in explicit]
@@ -186,7 +243,11 @@ def resolve_architecture(cfg: KVCacheConfig) -> Architecture:
             explicit["heads"]:
         base["kv_heads"] = explicit["heads"]  # new head count, no KV count: MHA
     merged = {**base, **explicit}
-    if explicit and base.get("source") != "flags":
+    if cfg.window is not None:
+        if merged.get("sliding_window") is None:
+            merged["window_layers"] = None  # no window of its own: every layer
+        merged["sliding_window"] = cfg.window
+    if (explicit or cfg.window is not None) and base.get("source") != "flags":
         merged["name"] = f"{base['name']} (modified)"
     try:
         return Architecture(**merged)
@@ -222,10 +283,45 @@ def scaled_copy(arch: Architecture, cfg: KVCacheConfig, kv_heads: int,
             "attention": impl or cfg.impls[0]}
 
 
+def copy_window(arch: Architecture, layers: int) -> tuple[int | None, list[int]]:
+    """The window of a copy keeping the first `layers` layers, and its windowed layers."""
+    if arch.sliding_window is None:
+        return None, []
+    kept = range(layers) if arch.window_layers is None else [
+        i for i in arch.window_layers if i < layers]
+    return (arch.sliding_window, list(kept)) if kept else (None, [])
+
+
+def cache_bytes(*, layers: int, kv_heads: int, head_dim: int, seq: int, batch: int,
+                bytes_per_element: int, window: int | None = None,
+                windowed_layers: int = 0) -> int:
+    """2 * kv_heads * head_dim * bytes * batch * (full layers * seq + windowed layers *
+    min(seq, window)): the cache with a rolling buffer on the windowed layers (without a window,
+    2 * layers * kv_heads * head_dim * seq * batch * bytes)."""
+    win = windowed_layers if window is not None else 0
+    held = (layers - win) * seq + win * min(seq, window or seq)
+    return 2 * kv_heads * head_dim * bytes_per_element * batch * held
+
+
+def windowed_max_context(arch: Architecture, bytes_per_element: int, kv_heads: int,
+                         batch: int, memory_bytes: int) -> int | None:
+    """The longest context whose windowed cache fits in `memory_bytes`; None when it fits at
+    any context (every layer windowed, and the window's worth fits)."""
+    per = 2 * kv_heads * arch.head_dim * bytes_per_element * batch  # one token, one layer
+    tokens = memory_bytes // per  # layer-tokens that fit
+    total, windowed, w = arch.layers, arch.windowed_layers, arch.sliding_window or 0
+    if tokens < total * w:  # the budget runs out before the buffers are full
+        return tokens // total
+    if windowed == total:
+        return None
+    return (tokens - windowed * w) // (total - windowed)
+
+
 def analytic_table(arch: Architecture, *, dtype: str, seq: int, batch: int,
                    memory_bytes: int | None) -> list[dict[str, Any]]:
     e = DTYPE_BYTES[dtype]
     mha = arch.kv_bytes_per_token(e, arch.heads)
+    windowed = arch.sliding_window is not None
     rows = []
     for kv in kv_variants(arch.heads):
         per_token = arch.kv_bytes_per_token(e, kv)
@@ -233,9 +329,17 @@ def analytic_table(arch: Architecture, *, dtype: str, seq: int, batch: int,
                "published": kv == arch.kv_heads, "bytes_per_token": per_token,
                "total_bytes": per_token * seq * batch,
                "saving_vs_mha_pct": 100.0 * (mha - per_token) / mha}
+        if windowed:
+            row["windowed_total_bytes"] = arch.kv_cache_bytes(e, seq=seq, batch=batch,
+                                                              kv_heads=kv, windowed=True)
         if memory_bytes is not None:
             row["max_context"] = memory_bytes // (per_token * batch)
             row["max_batch"] = memory_bytes // (per_token * seq)
+            if windowed:
+                row["windowed_max_context"] = windowed_max_context(arch, e, kv, batch,
+                                                                   memory_bytes)
+                row["windowed_max_batch"] = memory_bytes // arch.kv_cache_bytes(
+                    e, seq=seq, kv_heads=kv, windowed=True)
         rows.append(row)
     return rows
 
@@ -269,7 +373,10 @@ class KVCacheBenchmark(Benchmark[KVCacheConfig]):
         Metric("speedup_vs_mha_x", "x", "higher", "MHA's decode time / this variant's",
                derived=True),
         Metric("cache_bytes", "B", "lower", "the filled cache's bytes, from its tensors"),
-        Metric("analytic_cache_bytes", "B", "info", "the cache's bytes by the formula"),
+        Metric("analytic_cache_bytes", "B", "info",
+               "the cache's bytes by the formula (windowed when a window applies)"),
+        Metric("full_cache_bytes", "B", "info",
+               "with a window: the cache's bytes if every layer held every token"),
         Metric("cache_matches_formula", "1", "info", "the cache's bytes equal the formula's",
                derived=True),
         Metric("predicted_memory_bytes", "B", "info", "the cache's predicted bytes"),
@@ -299,21 +406,26 @@ class KVCacheBenchmark(Benchmark[KVCacheConfig]):
     def _plan_one(self, config: KVCacheConfig, dtype: str, kv: int, impl: str) -> CasePlan:
         arch = config.arch
         model = scaled_copy(arch, config, kv, impl)
+        window, window_layers = copy_window(arch, model["n_layers"])
         params = {"variant": layout_name(arch.heads, kv), "kv_heads": kv,
                   "published": kv == arch.kv_heads, "context": config.measure_seq,
                   "batch": config.batch, "dtype": dtype, "device": config.device,
                   "layers": model["n_layers"], "heads": model["n_heads"],
-                  "head_dim": model["head_dim"], "dim": model["dim"], "impl": impl}
-        cache_bytes = 2 * model["n_layers"] * kv * model["head_dim"] * config.measure_seq \
-            * config.batch * DTYPE_BYTES[dtype]
+                  "head_dim": model["head_dim"], "dim": model["dim"], "impl": impl,
+                  "window": window, "windowed_layers": len(window_layers)}
+        predicted = cache_bytes(layers=model["n_layers"], kv_heads=kv,
+                                head_dim=model["head_dim"], seq=config.measure_seq,
+                                batch=config.batch, bytes_per_element=DTYPE_BYTES[dtype],
+                                window=window, windowed_layers=len(window_layers))
         # One implementation keeps the names baselines know; several add the impl to each.
         named_impl = f"/{impl}" if len(config.impls) > 1 else ""
         return CasePlan(
             name=f"{params['variant'].lower()}{named_impl}/ctx={config.measure_seq}",
             params=params,
-            run_args={"model": model, "seed": config.seed, "timing": config.timing.model_dump()},
-            predicted_memory_bytes=cache_bytes,
-            required_memory_bytes=cache_bytes * 2,
+            run_args={"model": model, "seed": config.seed, "timing": config.timing.model_dump(),
+                      "window_layers": window_layers},
+            predicted_memory_bytes=predicted,
+            required_memory_bytes=predicted * 2,
             unavailable=kernels.get(impl).device_reason(_problem(params)),
         )
 
@@ -329,13 +441,20 @@ class KVCacheBenchmark(Benchmark[KVCacheConfig]):
                 metrics["speedup_vs_mha_x"] = mha.time().median / case.time().median
             out.append(case.model_copy(update={"metrics": metrics}))
         copy = scaled_copy(arch, config, arch.kv_heads)
+        window, window_layers = copy_window(arch, copy["n_layers"])
         summary = {
             "architecture": arch.model_dump(),
             "analytic": analytic_table(arch, dtype=config.dtype, seq=config.seq,
                                        batch=config.batch, memory_bytes=config.memory_bytes),
             "scaled_copy": {"layers": copy["n_layers"], "heads": copy["n_heads"],
                             "head_dim": copy["head_dim"], "dim": copy["dim"],
-                            "of_layers": arch.layers, "of_head_dim": arch.head_dim},
+                            "of_layers": arch.layers, "of_head_dim": arch.head_dim,
+                            "window": window, "windowed_layers": len(window_layers)},
+            "window": None if arch.sliding_window is None else {
+                "tokens": arch.sliding_window, "windowed_layers": arch.windowed_layers,
+                "layers": arch.layers,
+                "source": "--window" if config.window is not None else "config",
+                "binds": config.seq > arch.sliding_window},
         }
         return out, summary
 
@@ -352,12 +471,61 @@ def _problem(params: dict[str, Any]):  # noqa: ANN202
 # ------------------------------------------------------------------ one case, in the child
 
 
+class RollingKVCache:
+    """The built-in model's KV cache (`models.KVCache`'s interface) with a rolling buffer on the
+    windowed layers, as Mistral's reference implementation keeps it: a windowed layer holds
+    min(max_seq, window) positions, position p in slot p % window; the others hold max_seq.
+
+    Up to the buffer's size it fills like the plain cache (prefill included). Once full it
+    takes one token at a time, which attends to the whole buffer: the slots then hold exactly
+    the last `window` positions, the token's own included, which is its window (the keys carry
+    their rotary positions, and one query's attention does not depend on the keys' order)."""
+
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_seq: int, head_dim: int,
+                 dtype: Any, device: Any, *, window: int, windowed: list[int]) -> None:
+        import torch
+
+        self.sizes = [min(max_seq, window) if i in set(windowed) else max_seq
+                      for i in range(n_layers)]
+        self.k = [torch.zeros((batch, kv_heads, n, head_dim), dtype=dtype, device=device)
+                  for n in self.sizes]
+        self.v = [torch.zeros_like(t) for t in self.k]
+        self.max_seq = max_seq
+        self.length = 0  # positions written so far
+
+    def update(self, layer: int, k: Any, v: Any, start: int) -> tuple[Any, Any]:
+        n = k.shape[2]
+        end, size = start + n, self.sizes[layer]
+        if end > self.max_seq:
+            raise ValueError(f"KV cache holds {self.max_seq} positions, asked for {end}")
+        if end <= size:
+            self.k[layer][:, :, start:end] = k
+            self.v[layer][:, :, start:end] = v
+            keys, values = self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        elif n == 1:
+            slot = start % size
+            self.k[layer][:, :, slot:slot + 1] = k
+            self.v[layer][:, :, slot:slot + 1] = v
+            keys, values = self.k[layer], self.v[layer]
+        else:
+            raise ValueError(f"a full rolling buffer ({size} positions) takes one token at a "
+                             f"time, got {n} at position {start}")
+        if layer == len(self.k) - 1:
+            self.length = max(self.length, end)
+        return keys, values
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cache's tensors, counted from the tensors themselves."""
+        return sum(t.untyped_storage().nbytes() for t in self.k + self.v)
+
+
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from llmbench.core.memory import measure_peak
     from llmbench.core.timing import measure
-    from llmbench.models import KVCache, ModelConfig, Transformer
+    from llmbench.models import ModelConfig, Transformer
 
     p = payload["params"]
     device = torch.device("cuda:0" if p["device"] == "cuda" else "cpu")
@@ -365,13 +533,24 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(payload["seed"])
     model = Transformer(ModelConfig(**payload["model"])).to(device=device, dtype=dtype).eval()
     ctx, batch = p["context"], p["batch"]
+    window, window_layers = p.get("window"), payload.get("window_layers") or []
     gen = torch.Generator().manual_seed(payload["seed"])
     tokens = torch.randint(0, 256, (batch, ctx), generator=gen).to(device)
     decode_steps = min(32, ctx - 1)
     prefill = ctx - decode_steps
+    if window is not None:  # a full rolling buffer takes one token at a time
+        prefill = min(prefill, window)
+        decode_steps = ctx - prefill
 
-    def fill() -> tuple[KVCache, float]:
-        cache = model.new_cache(batch, ctx, dtype=dtype)
+    def new_cache() -> Any:
+        if window is None:
+            return model.new_cache(batch, ctx, dtype=dtype)
+        mc = model.cfg
+        return RollingKVCache(mc.n_layers, batch, mc.kv_heads, ctx, mc.head_size, dtype,
+                              device, window=window, windowed=window_layers)
+
+    def fill() -> tuple[Any, float]:
+        cache = new_cache()
         t0 = time.perf_counter()
         with torch.inference_mode():
             model(tokens[:, :prefill], cache=cache, start=0)
@@ -382,11 +561,11 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         return cache, time.perf_counter() - t0
 
     with torch.inference_mode():  # warm-up at a short context: kernels, allocator
-        model(tokens[:, :8], cache=model.new_cache(batch, ctx, dtype=dtype), start=0)
+        model(tokens[:, :min(8, prefill)], cache=new_cache(), start=0)
     (cache, fill_s), peak = measure_peak(fill, device=p["device"])
-    analytic = KVCache.analytic_bytes(layers=p["layers"], kv_heads=p["kv_heads"],
-                                      head_dim=p["head_dim"], seq=ctx, batch=batch,
-                                      bytes_per_element=cache.k[0].element_size())
+    sizes = {"layers": p["layers"], "kv_heads": p["kv_heads"], "head_dim": p["head_dim"],
+             "seq": ctx, "batch": batch, "bytes_per_element": cache.k[0].element_size()}
+    analytic = cache_bytes(**sizes, window=window, windowed_layers=len(window_layers))
     last = tokens[:, ctx - 1:ctx]
 
     def decode_step() -> torch.Tensor:
@@ -407,4 +586,5 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "fill_s": fill_s,
         "prefill_tokens": prefill,
         "decoded_tokens": decode_steps,
+        **({"full_cache_bytes": cache_bytes(**sizes)} if window is not None else {}),
     }

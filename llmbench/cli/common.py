@@ -57,7 +57,8 @@ def stdout() -> Console:
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    """Notes and errors as written: a '[' in a path or a hint is not markup."""
+    return Console(stderr=True, highlight=False, markup=False)
 
 
 def build_config(config_type: type[BaseModel], /, **values: Any) -> BaseModel:
@@ -74,13 +75,19 @@ def build_config(config_type: type[BaseModel], /, **values: Any) -> BaseModel:
 class ConsoleProgress:
     """A rich progress bar on a terminal; one plain line per finished case otherwise."""
 
-    def __init__(self, console: Console, quiet: bool = False) -> None:
+    def __init__(self, console: Console, quiet: bool = False, label: str = "") -> None:
+        from llmbench.core.progress import Heartbeat
+
         self.console = console
         self.quiet = quiet
         self.total = 0
         self.done = 0
         self._progress = None
         self._task = None
+        self._beat = None if quiet else Heartbeat(self._plain, prefix=label)
+
+    def _plain(self, line: str) -> None:
+        self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def begin(self, total: int) -> None:
         self.total = total
@@ -104,6 +111,8 @@ class ConsoleProgress:
     def case_started(self, plan: Any) -> None:
         if self._progress is not None:
             self._progress.update(self._task, description=plan.name)
+        elif self._beat is not None:  # plain lines: say every 15 s that a long case runs
+            self._beat.start(plan.name)
 
     def case_progress(self, plan: Any, fields: dict[str, Any]) -> None:
         """Live figures from inside the case: `step`/`total` and any of `loss` and the like."""
@@ -121,19 +130,21 @@ class ConsoleProgress:
         self._progress.update(self._task, description=" · ".join(parts))
 
     def case_finished(self, result: Any) -> None:
+        from llmbench.core.progress import finished_line
+
         self.done += 1
+        if self._beat is not None:
+            self._beat.stop()
         if self._progress is not None:
             self._progress.advance(self._task)
             return
         if self.quiet:
             return
-        stats = result.time()
-        detail = f" median {stats.median:.4g} ms" if stats else (
-            f" ({result.reason})" if result.reason else "")
-        self.console.print(f"[{self.done}/{self.total}] {result.name}: {result.status}{detail}",
-                           highlight=False, markup=False, soft_wrap=True)
+        self._plain(finished_line(self.done, self.total, result))
 
     def end(self) -> None:
+        if self._beat is not None:
+            self._beat.stop()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -196,7 +207,7 @@ def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
                          trace_dir=str(trace) if trace is not None else None,
                          memory_snapshot_dir=(str(memory_snapshot) if memory_snapshot is not None
                                               else None))
-    measured = _measure(bench, config, options, ConsoleProgress(err, quiet=quiet), jobs)
+    measured = _measure(bench, config, options, ConsoleProgress(err, quiet=quiet, label=bench.name), jobs)
     if measured is None:
         return
     doc = measured.document

@@ -43,13 +43,30 @@ def format_bytes(n: float | None) -> str:
 
 
 def format_ms(ms: float | None) -> str:
-    if ms is None:
+    """A time in the tables' units, three significant figures: 14420 -> '14.4 s', 12.345 ->
+    '12.3 ms', 0.0123 -> '12.3 µs'; from 1000 s on, whole seconds ('1442 s'). A value that
+    rounds up to the next unit is written in it (999.7 ms -> '1 s', not '1e+03 ms')."""
+    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
         return "-"
-    if ms >= 1000:
-        return f"{ms / 1000:.3g} s"
-    if ms >= 1:
+    size = abs(ms)
+    if size >= 999.5:
+        s = ms / 1000
+        return f"{s:.3g} s" if abs(s) < 999.5 else f"{s:.0f} s"
+    if size >= 0.9995:
         return f"{ms:.3g} ms"
     return f"{ms * 1000:.3g} µs"
+
+
+def format_seconds(seconds: float) -> str:
+    """An elapsed time for a person: '45 s', '2 min 05 s', '1 h 02 min' (whole units, down)."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _sweep_runs(text: str, what: str, parse_one: Callable[[str, str], int]) -> list[list[int]]:

@@ -3,9 +3,13 @@
 Each preset is a config.json shipped in `hf_configs/` (the fields of the model's published
 config.json on the Hugging Face Hub); its record here is read from that document by the same
 parser as a user's config file: num_hidden_layers, num_attention_heads, num_key_value_heads
-(Falcon-7B: multi_query), head_dim (or hidden_size / num_attention_heads) and
-max_position_embeddings (Falcon-7B's document leaves it to FalconConfig's default, 2048).
-`llmbench.models.hf` builds the same documents with transformers.
+(Falcon-7B: multi_query), head_dim (or hidden_size / num_attention_heads),
+max_position_embeddings (Falcon-7B's document leaves it to FalconConfig's default, 2048) and the
+sliding window with the layers it applies to (`window_numbers`). Of the presets only
+mistral-7b (v0.1) has one: sliding_window 4096 on all 32 layers; qwen2-7b's document names
+131072 but sets use_sliding_window false, so its layers attend to every token; the Llama, Gemma
+(1) and Falcon documents have none. `llmbench.models.hf` builds the same documents with
+transformers.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from llmbench.core.errors import UsageError, first_problem
 
@@ -38,6 +42,11 @@ class Architecture(BaseModel):
     context: int | None = Field(None, gt=0, description="trained context length")
     params: int | None = Field(None, gt=0, description="total parameters, as published")
     source: str = ""
+    sliding_window: int | None = Field(
+        None, gt=0, description="tokens a windowed layer attends to, itself included (config.json's"
+        " sliding_window); a rolling-buffer cache holds at most this many per windowed layer")
+    window_layers: list[int] | None = Field(
+        None, description="the windowed layers (0-based); null with a window: every layer")
 
     @field_validator("kv_heads")
     @classmethod
@@ -47,14 +56,48 @@ class Architecture(BaseModel):
             raise ValueError(f"kv_heads {v} does not divide heads {heads}")
         return v
 
+    @model_validator(mode="after")
+    def _window_layers_exist(self) -> Architecture:
+        if self.window_layers is not None:
+            if self.sliding_window is None:
+                raise ValueError("window_layers without a sliding_window")
+            bad = [i for i in self.window_layers if not 0 <= i < self.layers]
+            if bad:
+                raise ValueError(f"window layer {bad[0]} is not one of the {self.layers} layers")
+            if len(set(self.window_layers)) != len(self.window_layers):
+                raise ValueError("window_layers lists a layer twice")
+        return self
+
     @property
     def layout(self) -> str:
         return layout_name(self.heads, self.kv_heads)
+
+    @property
+    def windowed_layers(self) -> int:
+        """How many layers attend within the sliding window (0 without one)."""
+        if self.sliding_window is None:
+            return 0
+        return self.layers if self.window_layers is None else len(self.window_layers)
 
     def kv_bytes_per_token(self, bytes_per_element: int, kv_heads: int | None = None) -> int:
         """2 (K and V) * layers * kv_heads * head_dim * bytes per element."""
         kv = self.kv_heads if kv_heads is None else kv_heads
         return 2 * self.layers * kv * self.head_dim * bytes_per_element
+
+    def kv_cache_bytes(self, bytes_per_element: int, *, seq: int, batch: int = 1,
+                       kv_heads: int | None = None, windowed: bool = False) -> int:
+        """The cache of `batch` sequences of `seq` tokens. Full: every layer holds every token,
+        kv_bytes_per_token * seq * batch. Windowed (a rolling buffer): a windowed layer holds the
+        last min(seq, sliding_window) tokens, the others every token:
+
+            2 * kv_heads * head_dim * bytes * batch * (full layers * seq
+                                                       + windowed layers * min(seq, window))
+        """
+        kv = self.kv_heads if kv_heads is None else kv_heads
+        per_layer_token = 2 * kv * self.head_dim * bytes_per_element
+        win = self.windowed_layers if windowed else 0
+        held = (self.layers - win) * seq + win * min(seq, self.sliding_window or seq)
+        return per_layer_token * held * batch
 
 
 # The preset documents: llmbench/models/hf_configs/<preset>.json.
@@ -101,17 +144,20 @@ def preset_document(name: str) -> dict[str, Any]:
     return {**HF_DEFAULTS.get(data.get("model_type"), {}), **data}
 
 
-def _preset(name: str) -> Architecture:
+def _preset(name: str, layers: int | None = None) -> Architecture:
     repo, params = _PUBLISHED[name]
-    numbers = kv_numbers(preset_document(name), str(HF_CONFIGS / f"{name}.json"))
-    return Architecture(name=name, **numbers, params=params, source=f"{repo}/config.json")
+    numbers = kv_numbers(preset_document(name), str(HF_CONFIGS / f"{name}.json"), layers=layers)
+    return Architecture(name=name, **numbers, params=params if layers is None else None,
+                        source=f"{repo}/config.json")
 
 
-def preset(name: str) -> Architecture:
+def preset(name: str, *, layers: int | None = None) -> Architecture:
+    """A preset; `layers` cuts (or extends) its depth, its windowed layers following the
+    document's rule."""
     if name not in PRESETS:
         raise UsageError(f"unknown model {name!r} (presets: {', '.join(PRESETS)}; or "
                          "--config path/to/config.json)")
-    return PRESETS[name]
+    return PRESETS[name] if layers is None else _preset(name, layers)
 
 
 def _first(data: dict[str, Any], *keys: str) -> Any:
@@ -140,25 +186,78 @@ def read_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return path, data
 
 
-def from_hf_config(path: str | Path) -> Architecture:
+def from_hf_config(path: str | Path, *, layers: int | None = None) -> Architecture:
     """Read the KV-cache-relevant numbers from a Hugging Face config.json (no transformers).
 
     Understands the Llama/Mistral/Qwen/Gemma names and the Falcon/GPT-style aliases; a
-    multimodal config's `text_config` is used when the top level has no layer count.
+    multimodal config's `text_config` is used when the top level has no layer count. `layers`
+    replaces the document's layer count (its windowed layers follow the document's rule).
     """
     path, data = read_config(path)
     if _first(data, "num_hidden_layers", "n_layer", "num_layers") is None and isinstance(
             data.get("text_config"), dict):
-        data = {**data["text_config"], "_name_or_path": data.get("_name_or_path")}
+        data = {**data["text_config"], "_name_or_path": data.get("_name_or_path"),
+                "model_type": data["text_config"].get("model_type", data.get("model_type"))}
     name = data.get("_name_or_path") or path.parent.name or path.stem
-    return Architecture(name=str(name), **kv_numbers(data, str(path)), source=str(path))
+    return Architecture(name=str(name), **kv_numbers(data, str(path), layers=layers),
+                        source=str(path))
 
 
-def kv_numbers(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """layers, heads, kv_heads, head_dim, hidden_size and context of a config document: the
-    one parser of the presets' documents and users' files. A one-line UsageError starting
-    with `where` when a number is missing or impossible."""
-    layers = _first(data, "num_hidden_layers", "n_layer", "num_layers")
+# Where the window applies, by model type, when the document does not list `layer_types`
+# (transformers' config classes, checked on transformers 5.24): layer i is windowed when
+# rule(i, document) holds. Qwen2 and Qwen3 window only with use_sliding_window (their classes
+# default it to false) and only the layers from max_window_layers (default 28) up; Qwen2-MoE the
+# even-numbered ones below max_window_layers; Gemma-2 the even-numbered ones (every other);
+# Gemma-3 all but every sliding_window_pattern-th (default 6). Any other type with a window:
+# every layer (Mistral, Mixtral, Phi-3, ...). Types whose config class has a window when the
+# document names none: Mistral and Gemma-2, 4096; Qwen2/Qwen3 with use_sliding_window, 4096.
+_WINDOW_RULES: dict[str, Any] = {
+    "qwen2": lambda i, d: i >= d.get("max_window_layers", 28),
+    "qwen3": lambda i, d: i >= d.get("max_window_layers", 28),
+    "qwen2_moe": lambda i, d: i % 2 == 0 and i < d.get("max_window_layers", 28),
+    "gemma2": lambda i, d: i % 2 == 0,
+    "gemma3": lambda i, d: (i + 1) % (d.get("sliding_window_pattern") or 6) != 0,
+    "gemma3_text": lambda i, d: (i + 1) % (d.get("sliding_window_pattern") or 6) != 0,
+}
+_GATED = ("qwen2", "qwen3", "qwen2_moe")  # the window only with use_sliding_window
+_DEFAULT_WINDOW = {"mistral": 4096, "gemma2": 4096, "qwen2": 4096, "qwen3": 4096,
+                   "qwen2_moe": 4096}
+
+
+def window_numbers(data: dict[str, Any], layers: int) -> dict[str, Any]:
+    """The sliding window of a config document and the layers it applies to, as transformers
+    builds the model: {"sliding_window": W or None, "window_layers": the windowed layers' indices,
+    or None for every layer (or without a window)}. A document's own `layer_types` list names
+    each layer ("sliding_attention" is windowed); otherwise `_WINDOW_RULES`."""
+    model_type = data.get("model_type")
+    none = {"sliding_window": None, "window_layers": None}
+    if (model_type in _GATED or "use_sliding_window" in data) and \
+            not data.get("use_sliding_window"):
+        return none
+    window = data.get("sliding_window", _DEFAULT_WINDOW.get(model_type))
+    if not window:  # null, or Qwen2-MoE's 0 when off
+        return none
+    types = data.get("layer_types")
+    if isinstance(types, list):
+        windowed = [i for i, t in enumerate(types[:layers]) if t == "sliding_attention"]
+    elif model_type in _WINDOW_RULES:
+        windowed = [i for i in range(layers) if _WINDOW_RULES[model_type](i, data)]
+    else:
+        windowed = list(range(layers))
+    if not windowed:
+        return none
+    return {"sliding_window": window,
+            "window_layers": None if len(windowed) == layers else windowed}
+
+
+def kv_numbers(data: dict[str, Any], where: str, *, layers: int | None = None
+               ) -> dict[str, Any]:
+    """layers, heads, kv_heads, head_dim, hidden_size, context, sliding window and windowed
+    layers of a config document: the one parser of the presets' documents and users' files
+    (`layers` replaces the document's count). A one-line UsageError starting with `where` when
+    a number is missing or impossible."""
+    if layers is None:
+        layers = _first(data, "num_hidden_layers", "n_layer", "num_layers")
     heads = _first(data, "num_attention_heads", "n_head", "num_heads")
     if layers is None:
         raise UsageError(f"{where}: missing num_hidden_layers (or n_layer)")
@@ -183,6 +282,8 @@ def kv_numbers(data: dict[str, Any], where: str) -> dict[str, Any]:
                      "seq_length")
     numbers = {"layers": layers, "heads": heads, "kv_heads": kv, "head_dim": head_dim,
                "hidden_size": hidden or None, "context": context or None}
+    if isinstance(layers, int) and layers > 0:  # else the record's check names the problem
+        numbers.update(window_numbers(data, layers))
     try:  # the record checks them (positive, kv heads divide heads)
         checked = Architecture(name="check", **numbers)
     except (TypeError, ValueError) as exc:

@@ -53,29 +53,30 @@ def _device_table(report: EnvReport) -> Table:
     table.add_column("")
     if env.device == "cuda" and hw.gpu:
         g = hw.gpu
-        table.add_row("GPU", f"{g.name} · compute capability {env.compute_capability} · "
-                      f"{format_bytes(g.memory_total_bytes)} · {g.sm_count or '?'} SMs")
-        table.add_row("driver / CUDA", f"{hw.driver or '?'} (driver supports CUDA "
-                      f"{hw.cuda_driver or '?'}) · torch built with CUDA {hw.torch_cuda} · "
-                      f"cuDNN {hw.cudnn or '-'}")
+        table.add_row("GPU", escape(f"{g.name} · compute capability {env.compute_capability} · "
+                                    f"{format_bytes(g.memory_total_bytes)} · {g.sm_count or '?'} "
+                                    "SMs"))
+        table.add_row("driver / CUDA", escape(f"{hw.driver or '?'} (driver supports CUDA "
+                                              f"{hw.cuda_driver or '?'}) · torch built with CUDA "
+                                              f"{hw.torch_cuda} · cuDNN {hw.cudnn or '-'}"))
     else:
         table.add_row("device", "CPU (no CUDA GPU in use)")
     c = hw.cpu
-    table.add_row("CPU", f"{c.model} · {c.usable_cores} usable of {c.logical_cores} logical "
-                  f"cores ({c.physical_cores or '?'} physical) · ISA {c.isa or '?'}"
-                  f" · {c.max_ghz or '?'} GHz")
+    table.add_row("CPU", escape(f"{c.model} · {c.usable_cores} usable of {c.logical_cores} "
+                                f"logical cores ({c.physical_cores or '?'} physical) · ISA "
+                                f"{c.isa or '?'} · {c.max_ghz or '?'} GHz"))
     if c.isa_flags:
-        table.add_row("ISA flags", " ".join(c.isa_flags))
+        table.add_row("ISA flags", escape(" ".join(c.isa_flags)))
     table.add_row("RAM", format_bytes(c.ram_total_bytes))
     table.add_row("NVML", escape(hw.nvml))
-    table.add_row("versions", f"python {env.python} · torch {env.torch} · triton "
-                  f"{env.triton or 'not installed'} · flash-attn "
-                  f"{env.flash_attn or 'not installed'}")
-    table.add_row("os", env.os)
-    table.add_row("settings", settings_line(env))
+    table.add_row("versions", escape(f"python {env.python} · torch {env.torch} · triton "
+                                     f"{env.triton or 'not installed'} · flash-attn "
+                                     f"{env.flash_attn or 'not installed'}"))
+    table.add_row("os", escape(env.os))
+    table.add_row("settings", escape(settings_line(env)))
     if env.device == "cuda":
-        table.add_row("GPU state", gpu_state_line(env))
-    table.add_row("peak memory", f"measured by {env.memory_method}")
+        table.add_row("GPU state", escape(gpu_state_line(env)))
+    table.add_row("peak memory", escape(f"measured by {env.memory_method}"))
     for note in hw.notes:
         table.add_row("note", escape(note))
     return table
@@ -83,11 +84,11 @@ def _device_table(report: EnvReport) -> Table:
 
 def _print_profile(report: EnvReport, console: Console) -> None:
     p = report.profile
-    console.print(f"\n[bold]profile[/] [cyan]{p['name']}[/]: {escape(p['reason'])}\n  "
+    console.print(f"\n[bold]profile[/] [cyan]{escape(p['name'])}[/]: {escape(p['reason'])}\n  "
                   f"{escape(p['source'])}", highlight=False)
     if p.get("shared_memory_per_block_kib"):
-        console.print(f"  {p['description']} · {p['shared_memory_per_block_kib']} KiB shared "
-                      "memory per block", highlight=False)
+        console.print(f"  {escape(str(p['description']))} · {p['shared_memory_per_block_kib']} "
+                      "KiB shared memory per block", highlight=False)
     default = f"default dtype {report.default_dtype}"
     console.print(f"  dtype {report.dtype} ({default})" if report.dtype != report.default_dtype
                   else f"  {default}", highlight=False)
@@ -113,8 +114,8 @@ def _print_profile(report: EnvReport, console: Console) -> None:
 
 def _tiles_table(report: EnvReport) -> Table:
     p = report.profile
-    tiles = new_table(f"\nattention tiles of profile {p['name']} (block_m x block_n, warps, "
-                      "stages)")
+    tiles = new_table(f"\nattention tiles of profile {escape(p['name'])} (block_m x block_n, "
+                      "warps, stages)")
     for column in ("head dim", "range", "forward", "dK/dV", "dQ"):
         tiles.add_column(column)
     for row in report.tiles:
@@ -132,6 +133,6 @@ def _impls_table(report: EnvReport) -> Table:
     impls.add_column("here")
     impls.add_column("")
     for i in report.implementations:
-        impls.add_row(i.name, i.memory, "[green]available[/]" if i.available else
+        impls.add_row(escape(i.name), escape(i.memory), "[green]available[/]" if i.available else
                       "[dim]unavailable[/]", escape(i.summary if i.available else i.reason or ""))
     return impls

@@ -14,15 +14,19 @@ from llmbench.core.results import CaseResult, ResultDocument
 
 Figure = tuple[str, bytes]
 
+# Plain text with brackets: print it with markup off (`report.tables.print_plain`), or rich
+# reads `[plot]` as a style and prints `'llmbench'`.
+HINT = "plots need matplotlib: pip install 'llmbench[plot]'"
+
 
 def available() -> str | None:
-    """None when matplotlib imports, else the one-line hint."""
+    """None when matplotlib imports, else the one-line hint (`HINT`)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
     except ImportError:
-        return "plots need matplotlib: pip install 'llmbench[plot]'"
+        return HINT
     return None
 
 

@@ -64,6 +64,8 @@ def bytes_cell(value: object) -> str:
 
 
 def header(doc: ResultDocument) -> str:
+    """The line above every table, as rich markup: what the document records (a device name, a
+    profile file's path, a reason) is escaped, so a '[' in it prints as written."""
     env = doc.env
     if env.device == "cuda":
         where = f"{env.gpu_name} (sm{(env.compute_capability or '').replace('.', '')})"
@@ -71,8 +73,8 @@ def header(doc: ResultDocument) -> str:
     else:
         where = f"{env.cpu_model} ({env.cores} cores, {env.cpu_isa or 'ISA unknown'})"
         versions = f"torch {env.torch}"
-    return (f"[bold]{doc.benchmark}[/] on {where} · {versions} · profile "
-            f"[cyan]{env.profile}[/] ({env.profile_reason})")
+    return (f"[bold]{escape(doc.benchmark)}[/] on {escape(where)} · {escape(versions)} · "
+            f"profile [cyan]{escape(env.profile)}[/] ({escape(str(env.profile_reason))})")
 
 
 def reasons(cases: list[CaseResult], key: Callable[[CaseResult], str]) -> list[str]:
@@ -98,8 +100,16 @@ def noisy_note(cases: list[CaseResult], hint: str = " or raise --max-time") -> s
 
 
 def print_lines(console: Console, lines: list[str]) -> None:
+    """Lines of rich markup (what they quote escaped, as `reasons` does)."""
     for line in lines:
         console.print(line, highlight=False)
+
+
+def print_plain(console: Console, *lines: str) -> None:
+    """Notes, hints and errors as written: never read as markup, so `pip install
+    'llmbench[plot]'` keeps its brackets (rich would take `[plot]` for a style and drop it)."""
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def new_table(title: str | None = None) -> Table:

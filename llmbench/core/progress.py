@@ -108,16 +108,18 @@ class Heartbeat:
                 except Exception:  # noqa: BLE001 - best-effort, like report(): stderr went away
                     return
 
-        self._stop = stop
-        self._thread = threading.Thread(target=beat, name="llmbench-heartbeat", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=beat, name="llmbench-heartbeat", daemon=True)
+        thread.start()  # started before it is published: stop() may come from another thread
+        self._stop, self._thread = stop, thread
 
     def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-            if self._thread is not None and self._thread is not threading.current_thread():
-                self._thread.join(timeout=5)
+        stop, thread = self._stop, self._thread
         self._stop = self._thread = None
+        if stop is not None:
+            stop.set()
+        if (thread is not None and thread is not threading.current_thread()
+                and thread.ident is not None):
+            thread.join(timeout=5)
 
     def __enter__(self) -> Heartbeat:
         return self

@@ -207,7 +207,8 @@ def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
                          trace_dir=str(trace) if trace is not None else None,
                          memory_snapshot_dir=(str(memory_snapshot) if memory_snapshot is not None
                                               else None))
-    measured = _measure(bench, config, options, ConsoleProgress(err, quiet=quiet, label=bench.name), jobs)
+    measured = _measure(bench, config, options,
+                        ConsoleProgress(err, quiet=quiet, label=bench.name), jobs)
     if measured is None:
         return
     doc = measured.document

@@ -206,7 +206,7 @@ def test_flags_are_pinned():
         "--seq", "--batch", "--dtype", "--memory", "--measure", "--no-measure", "--measure-seq",
         "--measure-layers", "--impl", "--device", "--seed", "--max-time", "--profile",
         "--timeout", "--isolate", "--no-isolate", "--trace", "--memory-snapshot", "--json",
-        "--format", "--quiet", "-q", "--fail-on"])
+        "--format", "--quiet", "-q", "--fail-on", "--window"])
 
 
 TRAINING_COMMON = ["--model", "--hf-config", "--layers", "--attention", "--batch", "--seq",

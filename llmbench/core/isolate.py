@@ -13,6 +13,7 @@ here raises except KeyboardInterrupt, after the child is gone.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import importlib
 import os
 import pickle
@@ -24,7 +25,8 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -82,12 +84,25 @@ def classify_exception(exc: BaseException) -> tuple[Status, str]:
     return "error", one_line(f"{name}: {text}") or name
 
 
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Run a case with the objects that exist before it out of the garbage collector's sight
+    (gc.freeze): they cannot be the case's garbage, and the measurements collect garbage before
+    every memory reading (core.memory), which otherwise walks the whole heap each time; in a
+    process holding a test suite's or a user's objects that walk took most of a case's time."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def run_inline(target: str, payload: Any,
                on_progress: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
     """The same contract as `run_isolated`, in this process (no time limit, no crash safety)."""
     t0 = time.perf_counter()
     try:
-        with progress.callback(on_progress):
+        with progress.callback(on_progress), frozen_heap():
             value = tracing.call_case(resolve(target), payload)
     except KeyboardInterrupt:
         raise
@@ -107,7 +122,8 @@ def _child_main() -> None:
     faulthandler.enable()
     target, payload = pickle.load(sys.stdin.buffer)
     try:
-        value = tracing.call_case(resolve(target), payload)
+        with frozen_heap():
+            value = tracing.call_case(resolve(target), payload)
         message: tuple = ("ok", value)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
         status, reason = classify_exception(exc)

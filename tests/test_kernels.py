@@ -75,6 +75,26 @@ def test_tiled_bf16_accumulates_in_fp32():
     assert (out.double() - ref).abs().max().item() < 2e-2
 
 
+@pytest.mark.parametrize("causal, window", [(False, None), (True, None), (True, 11)])
+def test_tiled_computes_fp64_in_fp64(causal, window):
+    """fp64 in, fp64 math and out: the error against the fp64 reference is rounding (~1e-15),
+    not fp32's ~1e-7, forward and backward, with GQA, odd lengths and partial tiles."""
+    g = torch.Generator().manual_seed(6)
+    q, do = (torch.randn(2, 4, 70, 24, generator=g, dtype=torch.float64) for _ in range(2))
+    k, v = (torch.randn(2, 2, 90, 24, generator=g, dtype=torch.float64) for _ in range(2))
+    qt, kt, vt = (t.clone().requires_grad_() for t in (q, k, v))
+    out = kernels.get("tiled").load()(qt, kt, vt, causal=causal, window=window, block_m=32,
+                                      block_n=16)
+    grads = torch.autograd.grad(out, (qt, kt, vt), do)
+    qr, kr, vr = (t.clone().requires_grad_() for t in (q, k, v))
+    ref = reference_attention(qr, kr, vr, causal=causal, window=window)
+    ref_grads = torch.autograd.grad(ref, (qr, kr, vr), do)
+    assert out.dtype == torch.float64 and all(g.dtype == torch.float64 for g in grads)
+    assert (out - ref).abs().max().item() < 1e-12
+    for grad, r in zip(grads, ref_grads, strict=True):
+        assert (grad - r).abs().max().item() < 1e-12
+
+
 def test_reference_matches_sdpa_math_on_rows():
     q, k, v, _ = inputs(8, 2, 150, 32, seed=5)
     rows = check_rows(150, 20)
@@ -104,7 +124,8 @@ def test_predicted_memory_is_quadratic_for_standard_only():
     std, fused = kernels.get("standard"), kernels.get("sdpa-flash")
     p1, p2 = problem(seq=4096), problem(seq=8192)
     assert std.predicted_extra_bytes(p2) / std.predicted_extra_bytes(p1) == pytest.approx(4, 0.01)
-    assert fused.predicted_extra_bytes(p2) / fused.predicted_extra_bytes(p1) == pytest.approx(2)
+    g1, g2 = (problem(seq=s, device="cuda", dtype="bf16") for s in (4096, 8192))
+    assert fused.predicted_extra_bytes(g2) / fused.predicted_extra_bytes(g1) == pytest.approx(2)
     # Scores and probabilities: two 2 GiB matrices at seq 8192, 8 heads, fp32.
     assert std.predicted_extra_bytes(p2) > 2 * problem(seq=8192).score_bytes
 
@@ -206,13 +227,33 @@ def brute_force_pairs(sq, sk, causal, window):
 @pytest.mark.parametrize("causal, window", [(False, None), (True, None), (True, 0), (True, 5),
                                             (True, 100)])
 def test_attended_pairs_count_bottom_right(sq, sk, causal, window):
+    """One rule: every visible (query, key) pair, and under a causal mask each row's own
+    diagonal key (which every row that sees a key sees) counted half."""
     p = problem(seq=sq, seq_k=sk, causal=causal, window=window)
     pairs = attended_pairs(sq, causal=causal, window=window, seq_k=sk)
-    if sq == sk and causal and window is None:
-        assert pairs == sq * sq / 2  # the documented convention for square causal problems
-    else:
-        assert pairs == brute_force_pairs(sq, sk, causal, window)
+    seen = visible(sq, sk, causal, window)
+    rows_with_keys = int(seen.any(dim=-1).sum())
+    assert pairs == int(seen.sum()) - (rows_with_keys / 2 if causal else 0)
+    if sq == sk and causal and (window is None or window >= sk - 1):
+        assert pairs == sq * sq / 2  # half the full matrix, as flash-attn's benchmarks count
     assert attention_flops(p) == 4 * 8 * 64 * pairs
+
+
+def test_causal_flops_follow_flash_attns_convention():
+    # square: half of 4 * s^2 * heads * head_dim (flash-attn's benchmark_flash_attention.py)
+    assert attention_flops(problem(seq=1000)) == 4 * 1000 * 1000 * 8 * 64 / 2
+    # s_q <= s_k: 2 * s_q * avg * 2 * head_dim with avg = (s_k - s_q + s_k) / 2 (flash-attn's
+    # hopper benchmark): one decoding row counts 4095.5 of its 4096 keys
+    for sq, sk in ((1, 4096), (512, 4096), (300, 301)):
+        avg = (sk - sq + sk) / 2
+        assert attention_flops(problem(seq=sq, seq_k=sk)) == 2 * sq * avg * 2 * 64 * 8
+    # a window no shorter than the keys is the causal figure; one key shorter drops one pair
+    full = attended_pairs(4096, causal=True)
+    assert attended_pairs(4096, causal=True, window=4095) == full == 4096 * 4096 / 2
+    assert attended_pairs(4096, causal=True, window=9999) == full
+    assert attended_pairs(4096, causal=True, window=4094) == full - 1
+    # W = 512: rows 0..512 count p + 1/2, the other 3583 rows 512.5 each
+    assert attended_pairs(4096, causal=True, window=512) == 513 * 513 / 2 + 3583 * 512.5
 
 
 def test_problem_sizes_use_the_key_length():
@@ -221,12 +262,14 @@ def test_problem_sizes_use_the_key_length():
     assert p.kv_bytes == 2 * 8 * 8192 * 64 * 4
     assert p.score_bytes == 8 * 1 * 8192 * 4
     assert p.lse_bytes == 8 * 1 * 4
-    assert attention_flops(p) == 4 * 8 * 64 * 8192  # one row sees every key
+    # one row sees every key, its own diagonal key counted half
+    assert attention_flops(p) == 4 * 8 * 64 * (8192 - 0.5)
     assert p.with_seq(16).kv_seq == 8192
     std, fused = kernels.get("standard"), kernels.get("sdpa-flash")
     # Decode-shaped: no score matrix worth the name, so standard needs far less than square.
     assert std.predicted_extra_bytes(p) < std.predicted_extra_bytes(problem(seq=8192)) / 1000
-    assert fused.predicted_extra_bytes(p) == p.q_bytes + p.lse_bytes
+    gpu = problem(seq=1, seq_k=8192, device="cuda", dtype="bf16")
+    assert fused.predicted_extra_bytes(gpu) == gpu.q_bytes + gpu.lse_bytes
 
 
 # torch's own words when no CUDA backend takes the input (aten/src/ATen/native/transformers:
@@ -316,3 +359,74 @@ def test_a_window_without_causal_is_refused_by_every_implementation(name):
         kernels.get(name).load()(q, q, q, causal=False, window=2)
     with pytest.raises(ValueError, match="needs causal=True"):
         reference_attention(q, q, q, causal=False, window=2)
+
+
+# ------------------------------------------------------------------ predicted peak memory
+
+
+def torch_peak_bytes(fn):
+    """The most bytes torch's CPU allocator held at once while fn() ran, above what it held
+    before: the allocations and frees torch's profiler records (profile_memory), in order."""
+    with torch.autograd.profiler.profile(profile_memory=True) as prof:
+        fn()
+    nodes, events = list(prof.kineto_results.experimental_event_tree()), []
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.children)
+        if str(node.tag).endswith("Allocation"):
+            events.append((node.start_time_ns, node.extra_fields))
+    events.sort(key=lambda e: e[0])
+    first = events[0][1]
+    before = first.total_allocated - first.alloc_size
+    return max(e.total_allocated for _, e in events) - before
+
+
+MEMORY_SHAPES = [  # (batch, heads, kv_heads, seq, kv_seq, head_dim, causal, window)
+    (1, 4, 4, 96, 96, 16, True, None),    # MHA
+    (1, 4, 2, 96, 96, 16, True, None),    # GQA: torch.matmul copies K and V per query head
+    (2, 4, 1, 80, 80, 16, True, None),    # MQA, batch 2: copied too
+    (1, 4, 1, 96, 96, 16, False, None),   # MQA, batch 1: broadcast as a view
+    (1, 6, 3, 70, 50, 24, False, None),   # GQA, more queries than keys, no mask
+    (2, 4, 2, 1, 160, 16, True, None),    # one decoding step
+    (1, 4, 2, 30, 120, 16, True, None),   # a chunk after a cache
+    (1, 4, 2, 120, 40, 16, True, None),   # rows before the first key (zeros)
+    (1, 4, 2, 96, 96, 16, True, 20),      # a sliding window
+]
+
+
+@pytest.mark.parametrize("name", ["standard", "sdpa", "sdpa-flash", "sdpa-math", "tiled"])
+def test_predicted_memory_is_what_torch_allocates(name):
+    """Each implementation's predicted peak above its inputs, forward and forward + backward,
+    within 5 % of the most bytes torch held at once during the call (the figure a GPU's
+    caching allocator reports; the CPU benchmark reads its resident set the same way,
+    `benches.attention.warm_then_peak_live`)."""
+    from types import SimpleNamespace
+
+    impl = kernels.get(name)
+    fn, tile = impl.load(), SimpleNamespace(block_m=64, block_n=32)
+    g = torch.Generator().manual_seed(8)
+    for b, h, kvh, sq, sk, d, causal, window in MEMORY_SHAPES:
+        q, do = (torch.randn(b, h, sq, d, generator=g) for _ in range(2))
+        k, v = (torch.randn(b, kvh, sk, d, generator=g) for _ in range(2))
+        for mode in ("fwd", "fwd+bwd"):
+            backward = mode == "fwd+bwd"
+            inputs = [t.requires_grad_(backward) for t in (q, k, v)]
+
+            def call(inputs=inputs, do=do, backward=backward, causal=causal, window=window):
+                for t in inputs:
+                    t.grad = None
+                with torch.set_grad_enabled(backward):
+                    out = fn(*inputs, causal=causal, window=window, block_m=64, block_n=32)
+                    if backward:
+                        out.backward(do)
+
+            call()  # first-call allocations stay out, as in the benchmark
+            for t in inputs:
+                t.grad = None
+            measured = torch_peak_bytes(call)
+            p = problem(batch=b, heads=h, kv_heads=kvh, seq=sq, seq_k=sk, head_dim=d,
+                        causal=causal, window=window, mode=mode)
+            predicted = impl.predicted_extra_bytes(p, tile)
+            assert predicted == pytest.approx(measured, rel=0.05), (name, mode, b, h, kvh, sq,
+                                                                    sk, causal, window)
+

@@ -11,11 +11,19 @@ keys and values have that length instead of each seq (decode-shaped attention, a
 prefill), the causal mask bottom-right aligned as in flash-attn: query row i sits at position
 i + kv_seq - seq. With `varlen`, the cases are packed variable-length batches against padding to
 the longest (llmbench.benches.attention_varlen).
+
+FLOPs (TFLOP/s, the roofline, the window's expected ratio, varlen's needed and padded FLOPs)
+follow one rule, `kernels.problem.attended_pairs`: 4 * heads * head_dim per attended (query,
+key) pair forward, 3.5x that for forward + backward, a causal mask counting half the full
+matrix (each row's diagonal key counted half, in every shape), as flash-attn's benchmarks do.
+Peak memory on a CPU is read with the resident set following the live tensors
+(`warm_then_peak_live`), the figure each implementation's prediction is checked against.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -41,6 +49,7 @@ from llmbench.core.flags import (
     flag_like,
 )
 from llmbench.core.hardware import HardwareInfo, dtype_unsupported, usable_device
+from llmbench.core.memory import PeakMemory
 from llmbench.core.profiles import AttentionTile, KernelTile, Profile
 from llmbench.core.results import CaseResult
 from llmbench.core.roofline import RooflineCeilings
@@ -90,7 +99,8 @@ class AttentionConfig(BaseModel):
     check_rows: int = Field(256, gt=0, description="query rows checked against fp64 at full size")
     check_seq: int = Field(512, gt=0, description="seq of the gradient check (fwd+bwd)")
     window: Annotated[int | None, Field(ge=0), Opt(
-        "A left sliding window of this many keys: every impl runs with it and fully causal, "
+        "A left sliding window: every query sees its own key and the W before it (flash-attn's "
+        "window (W, 0)); every impl runs with it and fully causal, "
         "and the time ratio is set against the expected FLOP ratio.", panel=_SHAPE)] = None
     varlen: Annotated[list[int] | None, Opt(
         "Packed sequences of these lengths (128,512,2048 or random:COUNT:MIN:MAX) against "
@@ -244,7 +254,9 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
 
     Each case runs in its own process: warm-up, one call measured for peak memory and checked
     against an fp64 reference, then timed until the median is steady. With a sweep, the
-    exponents of memory and time in seq are fitted.
+    exponents of memory and time in seq are fitted. FLOPs: 4 x heads x head dim per attended
+    (query, key) pair forward, 3.5x with the backward; causal counts half the full matrix
+    (the diagonal half), as flash-attn's benchmarks do.
     """
     config_type = AttentionConfig
     params_type = AttentionCase
@@ -262,7 +274,8 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         Metric("error_rows_checked", "1", "info", "query rows checked against fp64"),
         Metric("grad_check_seq", "1", "info", "query length of the gradient check"),
         Metric("grad_check_kv_seq", "1", "info", "key length of the gradient check"),
-        Metric("flops_per_call", "FLOP", "info", "the FLOPs one call needs"),
+        Metric("flops_per_call", "FLOP", "info",
+               "the FLOPs one call needs (causal: half the full matrix)"),
         *roofline.METRICS,
         Metric("launched_tile", "", "info", "the Triton tile the last launch used"),
         Metric("speedup_vs_standard_x", "x", "higher",
@@ -415,8 +428,10 @@ def tile_with(profile: Profile | None, head_dim: int,
 
 
 def _window_summary(config: AttentionConfig, cases: list[CaseResult]) -> dict[str, Any]:
-    """Per impl and seq: the FLOP ratio a window should give (exact pair counts) next to the
-    time and memory ratios it gave."""
+    """Per impl and seq: the FLOP ratio a window should give next to the time and memory
+    ratios it gave. Both counts follow `kernels.problem.attended_pairs`' one rule (the band's
+    keys with each row's diagonal key counted half, against the causal triangle counted the
+    same way), so a window as long as the keys gives exactly 1."""
     out: dict[str, Any] = {}
     by = {(c.params["impl"], c.params["seq"], c.params.get("window")): c for c in cases if c.ok}
     for (impl, seq, window), case in by.items():
@@ -425,7 +440,7 @@ def _window_summary(config: AttentionConfig, cases: list[CaseResult]) -> dict[st
             continue
         kv = config.kv_seq or seq
         expected = (attended_pairs(seq, causal=True, window=window, seq_k=kv)
-                    / attended_pairs(seq, causal=True, window=kv, seq_k=kv))
+                    / attended_pairs(seq, causal=True, seq_k=kv))
         out[f"{impl}/seq={seq}"] = {
             "window": window, "expected_flop_ratio": expected,
             "time_ratio": case.time().median / full.time().median,
@@ -494,15 +509,14 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         from llmbench.benches.attention_varlen import run_varlen_case
 
         return run_varlen_case(payload)
-    from llmbench.core.memory import warm_then_peak
     from llmbench.core.timing import measure_warmed
 
     p = payload["params"]
     case = _DenseCase.of(payload)
     q, k, v, dout = case.inputs(p["seq"], case.problem.kv_seq, payload["seed"])
     step = lambda: case.call(q, k, v, dout)  # noqa: E731
-    out, peak, prior = warm_then_peak(step, device=p["device"],
-                                      before=lambda: _clear_grads(q, k, v))
+    out, peak, prior = warm_then_peak_live(step, device=p["device"],
+                                           before=lambda: _clear_grads(q, k, v))
     max_err, rows_checked = case.output_error(out, q, k, v, payload["check_rows"])
     del out
     stats = measure_warmed(step, device=p["device"], policy=payload["timing"],
@@ -531,6 +545,41 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
 def _clear_grads(*tensors: Any) -> None:
     for t in tensors:
         t.grad = None
+
+
+# glibc's ceiling for its dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): where
+# a warm process's threshold ends up once it has freed a block that large.
+GLIBC_MMAP_THRESHOLD_MAX = 32 << 20
+# While the peak is measured on a CPU, every allocation from this size on gets its own mapping
+# (a page rounds it up by at most 6 %); smaller ones come from glibc's heap.
+LIVE_MMAP_THRESHOLD = 64 << 10
+
+
+def warm_then_peak_live(step: Callable[[], Any], *, device: str,
+                        before: Callable[[], None] | None = None
+                        ) -> tuple[Any, PeakMemory, list[float] | None]:
+    """`core.memory.warm_then_peak`, with the CPU's resident set following the live tensors
+    during the measured call (`core.memory.rss_follows_tensors`: every allocation of
+    LIVE_MMAP_THRESHOLD or more its own mapping, given back when freed), so that a CPU peak
+    counts torch's live tensors as a GPU's allocator does and the predictions
+    (`kernels.*.predicted_*`) can be checked against it: with glibc's heap keeping freed blocks
+    the same calls read 4-28 % higher, by amounts that changed from run to run. What remains
+    is the kernel's page accounting (a thread's page faults reach VmHWM in batches, a few
+    hundred KiB at most) and pages a kernel allocates but never touches, so below a few MiB a
+    CPU peak is only approximate; and in a process that has run other cases (--no-isolate),
+    the blocks they left free in glibc's heap are reused and stay resident when freed, so
+    inline peaks read higher. The timing then runs with glibc's threshold at its ceiling
+    (GLIBC_MMAP_THRESHOLD_MAX), as in a warm process, without the measured call as a sample:
+    its page faults belong to the measurement (mapping every block anew made sdpa-flash's
+    forward + backward ~1.5x slower here)."""
+    from llmbench.core.memory import rss_follows_tensors, warm_then_peak
+
+    live = device == "cpu" and rss_follows_tensors(LIVE_MMAP_THRESHOLD)
+    out, peak, prior = warm_then_peak(step, device=device, before=before)
+    if live:
+        rss_follows_tensors(GLIBC_MMAP_THRESHOLD_MAX)
+        prior = None
+    return out, peak, prior
 
 
 @dataclass

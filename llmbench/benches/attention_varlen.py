@@ -17,7 +17,6 @@ from llmbench import kernels
 from llmbench.core.benchmark import CasePlan, PlanContext
 from llmbench.core.dtypes import torch_dtype
 from llmbench.core.errors import UsageError
-from llmbench.core.memory import warm_then_peak
 from llmbench.core.profiles import AttentionTile
 from llmbench.core.results import CaseResult
 from llmbench.core.roofline import UTILIZATION, Ceilings, case_figures
@@ -59,8 +58,9 @@ def parse_lengths(text: str, *, seed: int = 0) -> list[int]:
 
 def flops(lengths: list[int], *, heads: int, head_dim: int, causal: bool,
           window: int | None, padded: bool) -> float:
-    """Forward FLOPs of the batch: each sequence's pairs, or the longest one's for every row
-    when padded (4 * pairs * heads * head_dim, as for dense attention)."""
+    """Forward FLOPs of the batch: each sequence's pairs, or the longest one's for every
+    sequence when padded (4 * pairs * heads * head_dim, the pairs counted by dense attention's
+    one rule, `attended_pairs`: causal, each sequence is half its full n x n matrix)."""
     def pairs(n: int) -> float:
         return attended_pairs(n, causal=causal, window=window)
 
@@ -126,14 +126,16 @@ def summarize_varlen(config: Any, cases: list[CaseResult],
 
 
 def run_varlen_case(payload: dict[str, Any]) -> dict[str, Any]:
+    from llmbench.benches.attention import warm_then_peak_live
+
     p = payload["params"]
     scale = 1.0 / math.sqrt(p["head_dim"])
     packed = _packed_inputs(p, payload["seed"])
     prepare = _padded_call if p["impl"] == "sdpa-padded" else _varlen_call
     inputs, attend, grad_out, unpack = prepare(p, packed, scale)
     step = _step(attend, inputs, grad_out, backward=p["mode"] == "fwd+bwd")
-    out, peak, prior = warm_then_peak(step, device=p["device"],
-                                      before=lambda: _clear_grads(inputs))
+    out, peak, prior = warm_then_peak_live(step, device=p["device"],
+                                           before=lambda: _clear_grads(inputs))
     worst = _max_error(p, packed, unpack(out).double(), scale)
     del out
     stats = measure_warmed(step, device=p["device"], policy=payload["timing"],

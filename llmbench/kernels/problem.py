@@ -83,6 +83,25 @@ class AttentionProblem:
         return self.batch * self.heads * self.seq * 4
 
     @property
+    def keyless_rows(self) -> int:
+        """Leading query rows that see no key: causal with more queries than keys, the first
+        seq - seq_k rows sit before key 0 (bottom-right alignment). Every implementation outputs
+        zeros for them without computing them."""
+        return max(0, self.seq - self.kv_seq) if self.causal else 0
+
+    @property
+    def computed(self) -> AttentionProblem:
+        """The problem the implementations compute: the rows that see a key, against every
+        key (the problem itself when every row sees one)."""
+        return self.with_seq(self.seq - self.keyless_rows) if self.keyless_rows else self
+
+    @property
+    def spread_bytes(self) -> int:
+        """K (or V) spread to every query head: batch * heads * seq_k * head_dim * bytes, the
+        copy an unfused GQA/MQA implementation makes of each, and the size of its gradient."""
+        return self.batch * self.heads * self.kv_seq * self.head_dim * self.elem_bytes
+
+    @property
     def grad_bytes(self) -> int:
         return self.q_bytes + self.kv_bytes if self.mode == "fwd+bwd" else 0
 
@@ -97,26 +116,32 @@ def _replace(p: AttentionProblem, **changes: object) -> AttentionProblem:
 
 
 def _causal_pairs(rows: int, window: int | None) -> float:
-    """Pairs of the causal rows at positions 0..rows-1: position p sees min(p, W) + 1 keys."""
+    """Pairs of the causal rows at positions 0..rows-1, the diagonal counted half: position p
+    counts min(p, W) + 1/2 keys (W infinite without a window), rows^2 / 2 in all without one."""
     if rows <= 0:
         return 0.0
     if window is None or window >= rows - 1:
-        return rows * (rows + 1) / 2
-    # positions 0..W see p + 1 keys; the remaining ones see W + 1 each
-    return (window + 1) * (window + 2) / 2 + (rows - window - 1) * (window + 1)
+        return rows * rows / 2
+    # positions 0..W count p + 1/2, (W + 1)^2 / 2 together; the others W + 1/2 each
+    return (window + 1) ** 2 / 2 + (rows - window - 1) * (window + 0.5)
 
 
 def attended_pairs(seq: int, *, causal: bool, window: int | None = None,
                    seq_k: int | None = None) -> float:
-    """(query, key) pairs that take part: seq * seq_k; causal and square, seq^2 / 2 (the
-    convention the README documents); otherwise counted exactly with the bottom-right
-    alignment: query row i at position i + seq_k - seq sees min(position, W) + 1 keys (W
-    infinite without a window), and rows at negative positions none."""
+    """(query, key) pairs a call counts, one rule for every shape: all seq * seq_k without a
+    mask; with the causal mask (bottom-right aligned: query row i sits at position
+    i + seq_k - seq), the area of the seq x seq_k matrix on the causal side of the diagonal,
+    that is every key a row sees with the one on its own diagonal counted half. A square causal
+    problem is then exactly half the full matrix, seq^2 / 2, as flash-attn's benchmarks count
+    causal FLOPs (so TFLOP/s compare with published figures); a decoding row (seq 1) counts
+    seq_k - 1/2, and a chunk of seq <= seq_k queries seq * seq_k - seq^2 / 2, as flash-attn's
+    (hopper) benchmark counts those; rows at negative positions (more queries than keys) see
+    no key and count nothing, so seq > seq_k gives seq_k^2 / 2. A left window W applies the
+    same rule to the band: a row at position p counts min(p, W) + 1/2, so a window as long as
+    the keys gives the causal figure exactly. Varlen batches count each sequence so."""
     sk = seq if seq_k is None else seq_k
     if not causal and window is None:
         return float(seq * sk)
-    if sk == seq and window is None:
-        return seq * seq / 2
     first = max(0, sk - seq)  # the position of the first query row that sees a key
     return _causal_pairs(sk, window) - _causal_pairs(first, window)
 
@@ -137,9 +162,9 @@ def mode_flops(forward: float, mode: Mode) -> float:
 
 
 def attention_flops(p: AttentionProblem) -> float:
-    """Forward 4 * batch * heads * head_dim * attended pairs (seq^2, halved when causal and
-    square; counted exactly with a window or seq_k != seq); backward 2.5x forward (so forward
-    + backward is 3.5x)."""
+    """Forward 4 * batch * heads * head_dim * attended pairs (`attended_pairs`: seq * seq_k,
+    half the matrix when causal and square, the diagonal counted half in every causal or
+    windowed shape); backward 2.5x forward (so forward + backward is 3.5x)."""
     fwd = pairs_flops(attended_pairs(p.seq, causal=p.causal, window=p.window, seq_k=p.kv_seq),
                       heads=p.heads, head_dim=p.head_dim, batch=p.batch)
     return mode_flops(fwd, p.mode)

@@ -1,7 +1,10 @@
 """The textbook attention: softmax(Q K^T / sqrt(d) + mask) V, materializing the score matrix.
 
-GQA/MQA natively: the query heads that share a key/value head are grouped along a new axis, so
-K and V are broadcast, not copied.
+GQA/MQA: the query heads that share a key/value head are grouped along a new axis and K, V
+broadcast along it. torch.matmul materializes that broadcast: it copies K (for QK^T) and V
+(for PV) out to every query head unless the batch dims fold into a view (batch * kv_heads
+== 1), and the backward pass computes dK and dV per query head before summing them over the
+group (`predicted_extra_bytes` counts both).
 """
 
 from __future__ import annotations
@@ -84,10 +87,53 @@ def _standard(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     return torch.matmul(probs, v.unsqueeze(2)).view(b, h, sq, d)
 
 
+def matmul_copies_group(p) -> bool:  # noqa: ANN001 - AttentionProblem
+    """Does torch.matmul copy K (and V) to every query head? It broadcasts the (b, kv_heads, 1)
+    batch dims of K against Q's (b, kv_heads, g) by expand + reshape to one batch dim; the
+    reshape is a view only when the stride-0 group axis has nothing of size > 1 before it
+    (g == 1, or batch * kv_heads == 1), else it copies (torch 2.13, aten's matmul)."""
+    return p.groups > 1 and p.batch * p.kv_heads > 1
+
+
 def predicted_extra_bytes(p, tile=None) -> int:  # noqa: ANN001 - AttentionProblem
-    """Scores and probabilities (two score matrices, seq x seq_k), the bool mask, the scaled
-    product and the output; forward + backward keeps the probabilities and allocates two more
-    score-sized gradients."""
+    """Peak bytes above the inputs, phase by phase, from what torch allocates (each tensor
+    traced with torch.profiler's memory events, torch 2.13; the CUDA caching allocator counts
+    the same tensors; on a CPU, fp16/bf16 matmuls add oneDNN's own temporaries, not counted).
+    r = the query rows that see a key (all of them unless causal with more queries than keys;
+    the others are zeros, concatenated after), e = bytes per element:
+
+        S  = b*h*r*s_k*e   one score matrix           M  = r*s_k (bool mask; 0 when unmasked)
+        Qr = b*h*r*d*e     scaled Q, the r rows' output  Q = b*h*s_q*d*e, Z = Q - Qr (zero rows)
+        KV = b*kv_heads*s_k*d*e  K or V, dK or dV      Xg = b*h*s_k*d*e  K or V per query head
+        X  = Xg if torch.matmul copies K and V to the query heads (GQA/MQA, `matmul_copies_group`)
+             else 0
+
+    Forward: max(2S + M + X + Qr [scores, probabilities, mask, V's copy, output],
+                 Qr + Z + Q [the zero rows concatenated, when there are any]).
+    Forward + backward, with A = Qr + 2X + M + S + Q kept for the backward (scaled Q, the K and
+    V copies, mask, probabilities, output):
+        max(2S + M + 2X + 2Qr   the forward's peak
+            A + Qr + Z          the zero rows concatenated
+            A + Xg + S (+ KV when the group is broadcast without a copy)  dV per head, dP
+            A - X + KV + 2S     dV, dP, dS
+            A - X - M + KV + Qr + Xg   dS, dQ (scaled), dK per head
+            Q + 2KV + Qr + Xg   dK per head summed over the group
+            Q + 2KV + 2Qr       dQ
+            2Q + 2KV + Qr       dQ of the zero rows, when there are any)."""
+    c = p.computed
+    s, m, qr, q, kv = c.score_bytes, c.mask_elements, c.q_bytes, p.q_bytes, p.kv_bytes // 2
+    xg = p.spread_bytes
+    x = xg if matmul_copies_group(p) else 0
+    z = q - qr
     if p.mode == "fwd":
-        return 2 * p.score_bytes + p.mask_elements + p.q_bytes
-    return 3 * p.score_bytes + p.mask_elements + p.q_bytes + p.grad_bytes
+        return max(2 * s + m + x + qr, qr + z + q if z else 0)
+    a = qr + 2 * x + m + s + q
+    phases = [2 * s + m + 2 * x + 2 * qr,
+              a + xg + s + (kv if p.groups > 1 and not x else 0),
+              a - x + kv + 2 * s,
+              a - x - m + kv + qr + xg,
+              q + 2 * kv + qr + xg,
+              q + 2 * kv + 2 * qr]
+    if z:
+        phases += [a + qr + z, 2 * q + 2 * kv + qr]
+    return max(phases)

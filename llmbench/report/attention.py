@@ -131,6 +131,9 @@ def _render_summary(doc: ResultDocument, console: Console) -> None:
                           f"{w.time_ratio:.3f}", f"{w.memory_ratio:.3f}")
         console.print("sliding window vs full causal at the same seq:", highlight=False)
         console.print(table)
+        console.print("expected FLOP ratio: the window's (query, key) pairs over full causal's, "
+                      "each row's diagonal key counted half (causal = half the full matrix)",
+                      highlight=False)
     scaling = summary.scaling
     if scaling:
         console.print("scaling with seq: fitted exponent k in value ~ seq^k", highlight=False)

@@ -35,6 +35,7 @@ def test_dpo_starts_at_ln2_and_moves(hw):
     assert m["eval/rewards/accuracies_after"] > m["eval/rewards/accuracies_before"]
     assert 0 <= m["eval/rule_satisfaction_before"] <= 1
     assert m["models_held"] == 2
+    assert case.params["layout"] == "concatenated"  # TRL's, the default, in the results
     assert m["memory/policy_bytes"] == m["memory/reference_bytes"] > 0
     assert m["time_ms"].n == 29 and m["tokens_per_s"] > 0
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
@@ -51,9 +52,16 @@ def test_reference_is_cached_between_runs(hw):
 
 
 def test_precompute_ref_frees_the_reference(hw):
-    doc = run(hw, method="dpo", steps=5, precompute_ref=True)
+    # With RPO's NLL and the separate layout (the path with two forwards per half).
+    doc = run(hw, method="dpo", steps=5, precompute_ref=True, rpo_alpha=0.5, layout="separate")
     assert [c.name for c in doc.cases] == ["dpo", "dpo/precompute-ref"]
     plain, pre = (c.metrics for c in doc.cases)
+    assert all(c.params["layout"] == "separate" for c in doc.cases)
+    # Step 0: the policy is the reference, so DPO's ln 2 plus alpha times the chosen NLL.
+    for m in (plain, pre):
+        nll = m["history/nll_loss"][0]
+        assert nll > 0 and m["loss_at_step0"] == pytest.approx(math.log(2) + 0.5 * nll)
+    assert pre["history/loss"] == pytest.approx(plain["history/loss"], rel=1e-4)
     assert plain["models_held"] == 2 and pre["models_held"] == 1
     assert "memory/reference_bytes" not in pre
     assert pre["memory/reference_logps_bytes"] == 2 * 256 * 4  # two float32 per train pair
@@ -78,6 +86,14 @@ def test_every_method_runs(hw, method, held):
             assert f"history/{key}" in case.metrics
     if method == "rm":
         assert 0 <= case.metrics["eval/accuracy"] <= 1
+    if method == "orpo":
+        # TRL's names: log_odds_chosen the mean log odds ratio, log_odds_ratio the mean of its
+        # log sigmoid, at most log sigmoid of the mean (log sigmoid is concave).
+        m = case.metrics
+        for chosen, ratio in zip(m["history/log_odds_chosen"], m["history/log_odds_ratio"],
+                                 strict=True):
+            assert ratio <= min(0.0, -math.log1p(math.exp(-chosen))) + 1e-6
+        assert m["history/nll_loss"][0] > 0
 
 
 def test_generation_reads_nothing_back():
@@ -138,7 +154,7 @@ def test_isolated_run(hw):
 @pytest.mark.parametrize("kwargs, message", [
     ({"steps": 0}, "greater than 0"), ({"beta": 0}, "greater than 0"),
     ({"loss_type": "nope"}, "sigmoid"), ({"task": "odd"}, "even"),
-    ({"method": "grpo"}, "sft"),
+    ({"method": "grpo"}, "sft"), ({"layout": "packed"}, "concatenated"),
 ])
 def test_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -283,7 +283,9 @@ def test_align_flags_are_pinned():
     assert _flags("align") == sorted([
         "--task", "--data", "--model", "--hf-config", "--layers", "--sft-steps", "--steps",
         "--batch", "--lr", "--beta",
-        "--loss-type", "--label-smoothing", "--rpo-alpha", "--precompute-ref", "--reward-model",
+        "--loss-type", "--label-smoothing", "--rpo-alpha", "--layout", "--precompute-ref",
+        "--simpo-gamma", "--cpo-alpha", "--desirable-weight", "--undesirable-weight",
+        "--reward-model",
         "--temperature", "--kl-coef", "--kl-estimator", "--ppo-epochs", "--eval-samples",
         "--device", "--seed", "--profile", "--timeout", "--isolate", "--no-isolate", "--trace",
         "--memory-snapshot", "--json", "--format", "--quiet", "-q", "--fail-on"])

@@ -19,6 +19,7 @@ from llmbench.train.losses import (
     reward_model_loss,
     sequence_logps,
     simpo_loss,
+    token_nll,
 )
 
 
@@ -80,6 +81,37 @@ def test_sequence_logps_masks_prompt_and_padding():
     mask = torch.tensor([[0.0, 1.0, 0.0]])  # only the middle token is response
     expected = 2.0 - math.log(math.exp(2.0) + 1.0)
     assert sequence_logps(logits, labels, mask).item() == pytest.approx(expected)
+
+
+def test_sequence_logps_follows_the_logits_precision():
+    # p(label) = e^a / (e^a + e^b) with a - b = 1e-9: its log differs from -ln 2 by 5e-10,
+    # which fp64 keeps and fp32 (eps 1.2e-7 around 0.69) rounds away.
+    logits = torch.tensor([[[1e-9, 0.0]]], dtype=torch.float64)
+    labels, mask = torch.tensor([[0]]), torch.tensor([[1.0]])
+    exact = -math.log(2) + 0.5e-9
+    got = sequence_logps(logits, labels, mask)
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(exact, rel=1e-14, abs=0)
+    assert sequence_logps(logits.float(), labels, mask).item() == pytest.approx(-math.log(2),
+                                                                                rel=1e-7)
+    for narrow in (torch.float16, torch.bfloat16, torch.float32):
+        assert sequence_logps(logits.to(narrow), labels, mask).dtype == torch.float32
+
+
+def test_token_nll_weighs_tokens_not_sequences():
+    token = t(-1.0, -2.0, -3.0, -4.0).view(2, 2)
+    mask = t(1.0, 0.0, 1.0, 1.0).view(2, 2)  # one token in row 0, two in row 1
+    assert token_nll(token, mask).item() == pytest.approx((1 + 3 + 4) / 3)  # not (1 + 3.5) / 2
+    assert token_nll(token, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_orpo_with_one_nll_for_the_batch():
+    # TRL's ORPO loss: nll - beta * mean(log sigmoid(log odds)), the nll one scalar.
+    pc, pr = t(math.log(0.5), math.log(0.25)), t(math.log(0.25), math.log(0.5))
+    losses, _, _, log_odds = orpo_loss(pc, pr, t(0.9).squeeze(), beta=0.2)
+    assert log_odds.tolist() == pytest.approx([math.log(3), -math.log(3)])
+    expected = 0.9 - 0.2 * (math.log(0.75) + math.log(0.25)) / 2
+    assert losses.mean().item() == pytest.approx(expected)
 
 
 def test_orpo_by_hand():

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -7,11 +8,17 @@ from llmbench.core.errors import UsageError
 from llmbench.train.policy import encode
 from llmbench.train.prefs import (
     TASKS,
+    Example,
+    check_data,
+    is_unpaired,
     load_data,
     load_jsonl,
+    load_unpaired_jsonl,
     rule_score,
     split_heldout,
+    split_unpaired,
     synthetic_splits,
+    unpair,
 )
 
 
@@ -73,3 +80,83 @@ def test_encode_masks_only_the_response():
     assert mask[0].tolist() == [0, 1, 1, 0, 0]
     assert mask[1].tolist() == [0, 0, 0, 1, 1]
     assert torch.equal(tokens[1, 4:], torch.tensor([89, 10]))
+
+
+def test_encode_with_an_empty_prompt_labels_the_response_after_its_first_token():
+    # load_jsonl accepts an empty prompt: the response then starts the row, and its first
+    # token is no label (nothing predicts it), the rest are; a narrower row still pads after
+    tokens, mask = encode([b"", b""], [b"hello", b"hi"])
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 0, 0, 0]]
+    _, mask = encode([b"", b"Q: "], [b"ok", b"4"])
+    assert mask.tolist() == [[1, 0, 0], [0, 0, 1]]
+
+
+def test_unpair_makes_chosen_desirable_and_rejected_undesirable():
+    train, held = synthetic_splits("sorted", train=50, heldout=10, seed=2)
+    examples = unpair(train)
+    assert len(examples) == 100
+    assert [e.label for e in examples] == [True, False] * 50
+    for e, pair in zip(examples[::2], train, strict=True):
+        assert (e.prompt, e.completion) == (pair.prompt, pair.chosen)
+        assert rule_score("sorted", e.prompt, e.completion) == 1.0
+    for e, pair in zip(examples[1::2], train, strict=True):
+        assert (e.prompt, e.completion) == (pair.prompt, pair.rejected)
+        assert rule_score("sorted", e.prompt, e.completion) < 1.0
+    data = load_data(task="sorted", data=None, train=50, heldout=10, seed=2)
+    assert data.unpaired is None and data.examples() == (examples, unpair(held))
+
+
+def _lines(path, records):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records))
+    return path
+
+
+def test_unpaired_jsonl_loading(tmp_path):
+    # Sorted by label, as files often are: each label still has held-out records.
+    records = ([{"prompt": f"Q{i}", "completion": "yes", "label": True} for i in range(10)]
+               + [{"prompt": f"Q{i}", "completion": "no\n", "label": False} for i in range(20)])
+    path = _lines(tmp_path / "kto.jsonl", records)
+    assert is_unpaired(path)
+    examples = load_unpaired_jsonl(path)
+    assert examples[0] == Example(b"Q0", b"yes\n", True) and examples[10].completion == b"no\n"
+    train, held = split_unpaired(examples)
+    assert [e.label for e in held] == [True] + [False] * 2  # the last 10 % of each label
+    assert held[0].prompt == b"Q9" and len(train) == 27 and not set(held) & set(train)
+    data = load_data(task="even", data=str(path), train=10, heldout=10, seed=0)
+    assert data.task is None and data.fingerprint.startswith("data-")
+    assert data.examples() == (train, held)
+    # The reference SFT mixes chosen and rejected: both are the completion.
+    assert {(p.chosen, p.rejected) for p in data.train} == {(b"yes\n",) * 2, (b"no\n",) * 2}
+    check_data(path, method="kto")
+    with pytest.raises(UsageError, match="which only kto trains on; dpo needs"):
+        check_data(path, method="dpo")
+
+
+def test_kto_also_takes_pairs(tmp_path):
+    path = _lines(tmp_path / "pairs.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"}] * 2)
+    assert not is_unpaired(path)
+    check_data(path, method="kto")  # unpaired when trained on
+    assert not is_unpaired(tmp_path / "missing.jsonl")
+
+
+GOOD = {"prompt": "a", "completion": "b", "label": True}
+
+
+@pytest.mark.parametrize("records, message", [
+    ([{"prompt": "a", "completion": "b"}, GOOD], ":1: missing 'label'"),
+    ([GOOD, {"prompt": "a", "completion": "b", "label": "yes"}],
+     ':2: \'label\' must be true or false, not "yes"'),
+    ([GOOD, {"prompt": "a", "completion": "b", "label": 1}], ":2: 'label' must be true or false"),
+    ([GOOD, {"prompt": "a", "completion": "", "label": False}],
+     ":2: 'completion' must be a non-empty string"),
+    ([GOOD, {"prompt": "a", "label": False}], ":2: missing 'completion'"),
+    ([GOOD, "", "{oops"], ":3: not JSON"),
+    ([GOOD, "[1]"], ":2: a JSON object with prompt, completion and label was expected"),
+    ([GOOD], ": needs at least 2 records, found 1"),
+])
+def test_malformed_unpaired_jsonl(tmp_path, records, message):
+    path = _lines(tmp_path / "bad.jsonl", records)
+    assert is_unpaired(path)
+    for read in (load_unpaired_jsonl, lambda p: check_data(p, method="kto")):
+        with pytest.raises(UsageError, match=f"^{re.escape(str(path))}{re.escape(message)}"):
+            read(path)

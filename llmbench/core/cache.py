@@ -1,5 +1,6 @@
 """Where llmbench keeps what it computed once and reads again: $LLMBENCH_CACHE, by default
-~/.cache/llmbench (trained reference models under `train.reference`, device calibrations under
+~/.cache/llmbench (models the alignment loops train, the reference and the reward model, under
+`train.reference`, keyed by all that shapes them; device calibrations under
 `core.calibration`)."""
 
 from __future__ import annotations

@@ -25,12 +25,17 @@ LOGGED = {
     "rm": ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"],
     "dpo": ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
             "rewards/accuracies", "logps/chosen", "logps/rejected"],
-    "orpo": ["loss", "nll_loss", "log_odds_ratio", "rewards/chosen", "rewards/rejected",
-             "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"],
+    "orpo": ["loss", "nll_loss", "log_odds_ratio", "log_odds_chosen", "rewards/chosen",
+             "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+             "logps/rejected"],
     "ppo": ["objective/scores", "objective/kl", "objective/entropy", "objective/rlhf_reward",
             "policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value", "val/ratio"],
 }
 LOGGED["rlhf"] = LOGGED["ppo"] + ["objective/gold_scores"]
+LOGGED["simpo"] = ["loss", "nll_loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
+                   "rewards/accuracies", "logps/chosen", "logps/rejected"]
+LOGGED["kto"] = ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins",
+                 "logps/chosen", "logps/rejected"]
 
 
 def _arrow(m: dict, key: str, fmt: str = "{:.0%}") -> str:
@@ -39,6 +44,13 @@ def _arrow(m: dict, key: str, fmt: str = "{:.0%}") -> str:
         return "-"
     start = fmt.format(before) if before is not None and before == before else "?"
     return f"{start} → {fmt.format(after)}"
+
+
+def _scale(cfg: dict) -> str:
+    """The coefficient that holds the method near its reference: PPO's KL penalty, else beta."""
+    if cfg["method"] in ("ppo", "rlhf") and cfg.get("kl_coef") is not None:
+        return f"kl_coef {cfg['kl_coef']:g}"
+    return f"beta {cfg['beta']:g}"
 
 
 def _roles(m: dict) -> str:
@@ -51,9 +63,12 @@ def render(doc: ResultDocument, console: Console) -> None:
     cfg = doc.config
     console.print(header(doc), highlight=False)
     source = f"data {cfg['data']}" if cfg.get("data") else f"synthetic task '{cfg['task']}'"
+    # The preference methods' forward layout (results before it existed ran them separately).
+    layout = (f"{cfg.get('layout', 'separate')} forward · "
+              if cfg['method'] in ("dpo", "orpo", "simpo") else "")
     console.print(f"{cfg['method']} · {source} · model {cfg['model']} · {cfg['steps']} steps · "
-                  f"batch {cfg['batch']} · lr {cfg['lr']:g} · beta {cfg['beta']:g} · "
-                  f"{cfg['device']}", highlight=False)
+                  f"batch {cfg['batch']} · lr {cfg['lr']:g} · {_scale(cfg)} · "
+                  f"{layout}{cfg['device']}", highlight=False)
     table = new_table()
     for col in ("case", "status", "step", "IQR", "tokens/s", "peak mem", "models",
                 "held-out pref. acc.", "rule satisfied", "rule score"):
@@ -95,6 +110,9 @@ def _details(c: CaseResult, method: str, console: Console) -> None:
             final.append(f"{key} {series[-1]:.4g}")
     if final:
         console.print("  last logged: " + " · ".join(final), highlight=False)
+    if "eval/logps_margin_after" in m:  # kto on an unpaired file: no pairs, no rule
+        console.print(f"  held-out log-prob margin, desirable - undesirable (nats per token): "
+                      f"{_arrow(m, 'logps_margin', '{:.3f}')}", highlight=False)
     loss = m.get("history/loss")
     if loss:
         console.print(f"  loss {loss[0]:.4f} {sparkline(loss, 40)} {loss[-1]:.4f}  "
@@ -114,3 +132,38 @@ def _details(c: CaseResult, method: str, console: Console) -> None:
     if "loss_at_step0" in m:
         console.print(f"  step-0 loss {m['loss_at_step0']:.4f} (ln 2 = 0.6931 when the policy "
                       "equals the reference)", highlight=False)
+    for line in regressions(m, method):
+        console.print(f"  ⚠ {line}", highlight=False)
+
+
+# A fall of the rule satisfaction (share of samples) worth a word: a fifth of the samples.
+FALL = 0.2
+
+
+def regressions(m: dict, method: str) -> list[str]:
+    """Why the samples may follow the rule less after training, when they do by FALL or more,
+    read from the run's own figures: reward over-optimization (the learned reward rose while
+    the rule's gold score fell), or likelihood displacement (held-out preference accuracy
+    rose while the chosen responses' log-probability fell: the probability went to responses
+    neither chosen nor rejected)."""
+    before, after = m.get("eval/rule_satisfaction_before"), m.get("eval/rule_satisfaction_after")
+    if before is None or after is None or before - after < FALL:
+        return []
+    fell = f"rule satisfaction fell from {before:.0%} to {after:.0%}"
+    scores, gold = m.get("history/objective/scores"), m.get("history/objective/gold_scores")
+    if scores and gold and scores[-1] > scores[0] and gold[-1] < gold[0]:
+        return [f"{fell} while the learned reward rose ({scores[0]:.3g} → {scores[-1]:.3g}; "
+                f"gold {gold[0]:.3g} → {gold[-1]:.3g}): reward over-optimization, the policy "
+                "found what the reward model overrates; a larger --kl-coef keeps it nearer "
+                "the reference"]
+    chosen = m.get("history/logps/chosen")
+    acc_before = m.get("eval/preference_accuracy_before")
+    acc_after = m.get("eval/preference_accuracy_after")
+    if chosen and acc_before is not None and acc_after is not None and acc_after > acc_before \
+            and chosen[-1] < chosen[0]:
+        hint = "; --rpo-alpha 1 keeps the chosen responses likely" if method == "dpo" else ""
+        return [f"{fell} while held-out preference accuracy rose ({acc_before:.0%} → "
+                f"{acc_after:.0%}) and logps/chosen fell ({chosen[0]:.3g} → {chosen[-1]:.3g}): "
+                "likelihood displacement, the probability went to responses neither chosen "
+                f"nor rejected{hint}"]
+    return [fell]

@@ -25,18 +25,47 @@ DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
 AVERAGED_LOSS_TYPES = frozenset({"ipo"})
 
 
+def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(label) at every position: logits (batch, seq, vocab) predict labels (batch, seq)
+    position by position (already shifted).
+
+    Computed in the logits' precision where that is fp32 or wider (fp64 stays fp64, for exact
+    checks); fp16 and bf16 logits are upcast to fp32 first, as a log-softmax over a vocabulary
+    needs."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    logp = torch.log_softmax(logits, dim=-1)
+    return logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_sum(token: torch.Tensor, mask: torch.Tensor, *,
+                 average: bool = False) -> torch.Tensor:
+    """Per row: the sum of `token` where `mask` is 1, or with `average` its mean over those
+    positions (an empty row gives 0)."""
+    mask = mask.to(token.dtype)
+    total = (token * mask).sum(-1)
+    return total / mask.sum(-1).clamp_min(1) if average else total
+
+
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, *,
                    average: bool = False) -> torch.Tensor:
     """Log-probability of each sequence's labelled tokens where `mask` is 1.
 
     logits (batch, seq, vocab) predict labels (batch, seq) position by position (already
-    shifted); mask (batch, seq) is 1 on response tokens and 0 on prompt and padding.
+    shifted); mask (batch, seq) is 1 on response tokens and 0 on prompt and padding. The
+    precision follows the logits' (`token_logps`): fp64 stays fp64, fp16 / bf16 become fp32.
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    token = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return sequence_sum(token_logps(logits, labels), mask, average=average)
+
+
+def token_nll(token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One negative log-likelihood over every token of the batch where `mask` is 1:
+    -sum(log p * mask) / sum(mask), a cross-entropy over the batch's tokens (a long sequence
+    weighs more than a short one), not the mean of per-sequence means.
+
+    TRL's chosen-response NLL terms are this: ORPO's `nll_loss` (one cross-entropy over the
+    chosen half of the batch) and DPO's `sft` loss, which RPO's `rpo_alpha` weighs."""
     mask = mask.to(token.dtype)
-    total = (token * mask).sum(-1)
-    return total / mask.sum(-1).clamp_min(1) if average else total
+    return -(token * mask).sum() / mask.sum().clamp_min(1)
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -50,6 +79,12 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
       robust:  (-log s(b z) (1 - e) + log s(-b z) e) / (1 - 2e)
       hinge:   max(0, 1 - b z)
       ipo:     (z - 1 / (2 b))^2, on per-token average log-probs
+
+    Label smoothing on sigmoid is cDPO (Mitchell 2023, eq. 3): the preference label is taken
+    as flipped with probability e. That is what TRL's DPOTrainer did with `label_smoothing` up
+    to 0.24; the rewritten DPOTrainer of TRL 1.x (trl/trainer/dpo_trainer.py, read at 1.1.0)
+    ignores it for sigmoid and reads it for robust (the same formula as here), exo_pair and
+    aot only, so `label_smoothing > 0` with sigmoid matches TRL <= 0.24, not TRL 1.x.
     """
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
@@ -88,7 +123,11 @@ def orpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Te
 
     Inputs are per-token average log-probabilities (so odds are of a typical token):
     log odds(y) = log p - log(1 - p), the ratio is odds(chosen) / odds(rejected).
-    Returns (losses, chosen_rewards, rejected_rewards, log_odds_ratio), rewards = beta * logp.
+    `chosen_nll` is a scalar (TRL's: one cross-entropy over the chosen half, `token_nll`) or
+    one per example; the mean of the losses is nll - beta * mean(log sigmoid(log odds)).
+    Returns (losses, chosen_rewards, rejected_rewards, log_odds), rewards = beta * logp and
+    log_odds the raw log odds ratio per pair. TRL logs its mean as `log_odds_chosen`, and the
+    mean of log sigmoid(log_odds) (never positive) as `log_odds_ratio`.
     """
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")

@@ -7,28 +7,44 @@ import torch
 from torch import nn
 
 from llmbench.models.transformer import Transformer
-from llmbench.train.losses import entropy_from_logits, sequence_logps
+from llmbench.train.losses import entropy_from_logits, sequence_logps, token_logps
 from llmbench.train.prefs import EOS, PAD
 
 
 def encode(prompts: list[bytes], responses: list[bytes],
            device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded token rows prompt + response, and the mask over *labels* (positions 1..T-1
-    of the row, what logits[:, :-1] predict) that is 1 on response tokens only."""
+    of the row, what logits[:, :-1] predict) that is 1 on response tokens only. With an empty
+    prompt the response's first token, which nothing predicts (there is no BOS), is no label;
+    its later tokens are."""
     rows = [p + r for p, r in zip(prompts, responses, strict=True)]
     width = max(len(r) for r in rows)
     tokens = torch.full((len(rows), width), PAD, dtype=torch.long)
     mask = torch.zeros((len(rows), width - 1), dtype=torch.float32)
     for i, (p, row) in enumerate(zip(prompts, rows, strict=True)):
         tokens[i, :len(row)] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, len(p) - 1:len(row) - 1] = 1.0
+        mask[i, max(len(p) - 1, 0):len(row) - 1] = 1.0
     return tokens.to(device), mask.to(device)
+
+
+def sequence_label_mask(mask: torch.Tensor) -> torch.Tensor:
+    """From `encode`'s response mask, the mask over every label of prompt + response (1 up to
+    and including the row's last response label, 0 on the padding after it): a right-padded
+    row's labels are its prompt's (after the first token, which nothing predicts) and its
+    response's."""
+    return (mask.flip(-1).cumsum(-1) > 0).flip(-1).to(mask.dtype)
 
 
 def response_logps(model: Transformer, tokens: torch.Tensor, mask: torch.Tensor, *,
                    average: bool = False) -> torch.Tensor:
     """Sum (or per-token mean) of log p(response token) per row."""
     return sequence_logps(model(tokens[:, :-1]), tokens[:, 1:], mask, average=average)
+
+
+def label_logps(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    """log p of every label (tokens[:, 1:]) given the tokens before it, (batch, T-1), in the
+    logits' precision (fp16 / bf16 upcast to fp32)."""
+    return token_logps(model(tokens[:, :-1]), tokens[:, 1:])
 
 
 def token_logprobs(model: Transformer, tokens: torch.Tensor

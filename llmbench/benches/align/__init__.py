@@ -1,4 +1,4 @@
-"""`llmbench align sft | rm | dpo | orpo | ppo | rlhf`: short, real alignment loops.
+"""`llmbench align sft | rm | dpo | orpo | simpo | kto | ppo | rlhf`: short, real alignment loops.
 
 Each method is one case (its own process): it starts from the reference policy (a short SFT on
 a 50/50 mix of rule-following and rule-breaking responses, cached), trains for `steps` steps,
@@ -31,28 +31,36 @@ from llmbench.core.hardware import HardwareInfo, usable_device
 from llmbench.core.results import CaseResult
 from llmbench.models.sizes import SIZES
 
-Method = Literal["sft", "rm", "dpo", "orpo", "ppo", "rlhf"]
-METHODS: tuple[str, ...] = ("sft", "rm", "dpo", "orpo", "ppo", "rlhf")
-# steps, batch (pairs, sequences or prompts), learning rate
+Method = Literal["sft", "rm", "dpo", "orpo", "simpo", "kto", "ppo", "rlhf"]
+METHODS: tuple[str, ...] = ("sft", "rm", "dpo", "orpo", "simpo", "kto", "ppo", "rlhf")
+# steps, batch (pairs, unpaired examples, sequences or prompts), learning rate
 DEFAULTS: dict[str, tuple[int, int, float]] = {
     "sft": (200, 32, 1e-3), "rm": (200, 16, 1e-3), "dpo": (200, 16, 5e-4),
-    "orpo": (200, 16, 5e-4), "ppo": (60, 32, 3e-4), "rlhf": (60, 32, 3e-4)}
+    "orpo": (200, 16, 5e-4), "simpo": (200, 16, 1e-4), "kto": (200, 32, 5e-4),
+    "ppo": (60, 32, 3e-4), "rlhf": (60, 32, 3e-4)}
+# The KL penalty's coefficient where it is not TRL's 0.05: rlhf's learned reward is exploitable
+# (at 0.05 and seed 0 the policy reached learned reward 3.6 with samples of stray bytes, rule
+# satisfaction 55% -> 0%, KL 22 nats; at 0.2, seeds 0 and 2: 55% -> 100%, 56% -> 98%).
+KL_COEF: dict[str, float] = {"rlhf": 0.2}
 
 
 _DATA = "Data and model"
 _PREF = "DPO / ORPO"
+_SIMPO_KTO = "SimPO / KTO"
 _PPO = "PPO / RLHF"
 
 
 class AlignConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Annotated[Method, Opt("sft | rm | dpo | orpo | ppo | rlhf", argument=True)]
+    method: Annotated[Method, Opt("sft | rm | dpo | orpo | simpo | kto | ppo | rlhf",
+                                  argument=True)]
     task: Annotated[Literal["even", "sorted", "reverse"], Opt(
         "The synthetic preference task: responses of only even digits / the prompt's digits "
         "sorted / the prompt reversed.", panel=_DATA)] = "even"
     data: Annotated[str | None, Opt(
-        "A JSONL file of {prompt, chosen, rejected} text records instead of the task.",
+        "A JSONL file of {prompt, chosen, rejected} text records instead of the task; kto "
+        "also takes unpaired {prompt, completion, label} records (label true: desirable).",
         panel=_DATA)] = None
     model: Annotated[str, flag_like(MODEL, help=f"Trained here: a built-in size "
                                     f"({', '.join(SIZES)}).", panel=_DATA)] = "tiny"
@@ -63,27 +71,53 @@ class AlignConfig(BaseModel):
     steps: Annotated[int | None, Field(gt=0), Opt(
         "Training steps (PPO: iterations).", default_text="200; ppo, rlhf: 60")] = None
     batch: Annotated[int | None, Field(gt=0), flag_like(
-        BATCH, help="Pairs (rm, dpo, orpo), sequences (sft) or prompts (ppo) per step.",
-        default_text="16; sft, ppo: 32")] = None
+        BATCH, help="Pairs (rm, dpo, orpo, simpo), unpaired examples (kto), sequences (sft) or "
+        "prompts (ppo) per step.", default_text="16; sft, kto, ppo: 32")] = None
     lr: Annotated[float | None, Field(gt=0), flag_like(
-        LR, default_text="sft, rm 1e-3; dpo, orpo 5e-4; ppo 3e-4")] = None
-    beta: Annotated[float, Field(gt=0), Opt("DPO's beta; ORPO's lambda.", panel=_PREF)] = 0.1
+        LR, default_text="sft, rm 1e-3; dpo, orpo, kto 5e-4; ppo 3e-4; simpo 1e-4")] = None
+    beta: Annotated[float, Field(gt=0), Opt(
+        "DPO's beta (the scale of the implicit reward beta * log pi/pi_ref; IPO's tau); "
+        "ORPO's lambda, the weight of its odds-ratio term (TRL names both beta); SimPO's "
+        "and KTO's beta, the scale of their rewards.", panel=_PREF)] = 0.1
     loss_type: Annotated[Literal["sigmoid", "ipo", "hinge", "robust"], Opt(
         "DPO loss.", panel=_PREF)] = "sigmoid"
     label_smoothing: Annotated[float, Field(ge=0, lt=0.5), Opt(
-        "DPO label smoothing (cDPO, robust).", panel=_PREF)] = 0.0
+        "DPO label smoothing e, the chance a preference is flipped: sigmoid becomes cDPO, "
+        "(1 - e) * -log s(b z) + e * -log s(-b z), as TRL <= 0.24 ran it (TRL 1.x ignores it "
+        "for sigmoid); robust: the unbiased loss of robust DPO.", panel=_PREF)] = 0.0
     rpo_alpha: Annotated[float, Field(ge=0), Opt(
-        "DPO: add this times the chosen responses' NLL (RPO; TRL's rpo_alpha).",
+        "DPO: add this times the chosen responses' NLL, one cross-entropy over the batch's "
+        "chosen response tokens (RPO; TRL's rpo_alpha, in TRL 1.x loss_type sft).",
         panel=_PREF)] = 0.0
+    layout: Annotated[Literal["concatenated", "separate"], Opt(
+        "DPO, ORPO, SimPO: how a batch's chosen and rejected rows go through the model: "
+        "concatenated (TRL's: both padded to the longer, stacked, one forward, split) or "
+        "separate (one forward each). Same log-probs; time and memory may differ.",
+        panel=_PREF)] = "concatenated"
     precompute_ref: Annotated[bool, Opt(
         "DPO: compute the reference's log-probs once, free it, and measure the memory saved "
         "(runs both).", panel=_PREF, negatable=False)] = False
+    simpo_gamma: Annotated[float, Field(ge=0), Opt(
+        "SimPO's target reward margin gamma: the loss is -log s(beta * (chosen - rejected) - "
+        "gamma) on per-token average log-probs, no reference (TRL's simpo_gamma).",
+        panel=_SIMPO_KTO)] = 0.5
+    cpo_alpha: Annotated[float, Field(ge=0), Opt(
+        "SimPO: add this times the chosen responses' NLL (CPO-SimPO; TRL's cpo_alpha, which "
+        "TRL's SimPO sets to 0).", panel=_SIMPO_KTO)] = 0.0
+    desirable_weight: Annotated[float, Field(gt=0), Opt(
+        "KTO: the weight of the desirable examples' losses (TRL's desirable_weight).",
+        panel=_SIMPO_KTO)] = 1.0
+    undesirable_weight: Annotated[float, Field(gt=0), Opt(
+        "KTO: the weight of the undesirable examples' losses (TRL's undesirable_weight).",
+        panel=_SIMPO_KTO)] = 1.0
     reward_model: Annotated[bool, Opt(
         "PPO: score with the reward model `align rm` trains (cached) instead of the task's "
         "rule.", panel=_PPO, negatable=False)] = False
     temperature: Annotated[float, Field(gt=0), Opt("Sampling temperature.", panel=_PPO)] = 0.7
-    kl_coef: Annotated[float, Field(ge=0), Opt("Per-token KL penalty coefficient.",
-                                               panel=_PPO)] = 0.05
+    kl_coef: Annotated[float | None, Field(ge=0), Opt(
+        "Per-token KL penalty coefficient (TRL's PPO default is 0.05; against a learned reward "
+        "model the policy finds what it overrates at 0.05, so rlhf holds it nearer).",
+        default_text="0.05; rlhf 0.2", panel=_PPO)] = None
     kl_estimator: Annotated[Literal["k1", "k3"], Opt("KL estimator of the penalty.",
                                                      panel=_PPO)] = "k1"
     ppo_epochs: Annotated[int, Field(gt=0), Opt("PPO epochs per batch.", panel=_PPO)] = 4
@@ -124,7 +158,14 @@ class AlignCase(BaseModel):
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust"]
     label_smoothing: float
     rpo_alpha: float
+    # Results written before the option ran dpo and orpo with two forwards.
+    layout: Literal["concatenated", "separate"] = "separate"
     precompute_ref: bool
+    # Results written before simpo and kto ran have none of these.
+    simpo_gamma: float = 0.5
+    cpo_alpha: float = 0.0
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
     reward_model: bool
     temperature: float
     kl_coef: float
@@ -158,7 +199,8 @@ class AlignSummary(BaseModel):
 class AlignBenchmark(Benchmark[AlignConfig]):
     name = "align"
     help = """\
-    Alignment loops: what SFT, a reward model, DPO, ORPO, PPO and RLHF cost, and that they work.
+    Alignment loops: what SFT, a reward model, DPO, ORPO, SimPO, KTO, PPO and RLHF cost, and that
+    they work.
 
     Every method starts from the same reference policy (a short SFT on a 50/50 mix of rule-
     following and rule-breaking responses, cached) and reports step time, tokens/s, peak memory,
@@ -199,16 +241,19 @@ class AlignBenchmark(Benchmark[AlignConfig]):
     def resolve(self, config: AlignConfig, hw: HardwareInfo) -> AlignConfig:
         device = usable_device(config.device, hw)
         if config.data is not None:
-            from llmbench.train.prefs import load_jsonl
+            from llmbench.train.prefs import check_data
 
-            load_jsonl(config.data)  # a malformed file is bad input, before anything runs
+            # a malformed file is bad input, before anything runs
+            check_data(config.data, method=config.method)
             if config.method == "ppo" and not config.reward_model:
                 raise UsageError("--data has no rule to score generations: use ppo with "
                                  "--reward-model, or rlhf")
         steps, batch, lr = DEFAULTS[config.method]
+        kl_coef = config.kl_coef if config.kl_coef is not None else KL_COEF.get(
+            config.method, 0.05)
         return config.model_copy(update={
             "device": device, "steps": config.steps or steps, "batch": config.batch or batch,
-            "lr": config.lr or lr})
+            "lr": config.lr or lr, "kl_coef": kl_coef})
 
     def plan(self, config: AlignConfig, ctx: PlanContext) -> list[CasePlan]:
         params = {**config.model_dump(mode="json"), **hf_params(config.hf_config)}
@@ -253,6 +298,14 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         from llmbench.benches.align.pairs import run_dpo, run_orpo
 
         return run_dpo(run) if method == "dpo" else run_orpo(run)
+    if method == "simpo":
+        from llmbench.benches.align.simpo import run_simpo
+
+        return run_simpo(run)
+    if method == "kto":
+        from llmbench.benches.align.kto import run_kto
+
+        return run_kto(run)
     from llmbench.benches.align.ppo import run_ppo
 
     return run_ppo(run, with_reward_model=method == "rlhf" or run.p("reward_model"))

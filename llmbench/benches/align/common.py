@@ -7,17 +7,25 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from llmbench.core import progress, tracing
 from llmbench.core.memory import PeakMemory, measure_peak
 from llmbench.core.timing import TimeStats, stopwatch
 from llmbench.models.transformer import Transformer
-from llmbench.train.policy import encode, generate, prompts_and_responses, response_logps
-from llmbench.train.prefs import DIGITS, Pair, PrefData, load_data, rule_score
-from llmbench.train.reference import sft_reference
+from llmbench.train.losses import sequence_sum, token_nll
+from llmbench.train.policy import (
+    encode,
+    generate,
+    label_logps,
+    prompts_and_responses,
+    sequence_label_mask,
+)
+from llmbench.train.prefs import DIGITS, PAD, Pair, PrefData, load_data, rule_score
+from llmbench.train.reference import sft_key, sft_reference
 
 
 class Diverged(RuntimeError):  # noqa: N818 - reads as a status: "Diverged: at step 3 ..."
@@ -26,7 +34,10 @@ class Diverged(RuntimeError):  # noqa: N818 - reads as a status: "Diverged: at s
 
 @dataclass
 class Run:
-    """One alignment run inside its case process."""
+    """One alignment run inside its case process. Its random streams (`rng`, `gen`, `sampler`)
+    are the method's own: a cacheable stage (the reference, the reward model) never draws from
+    them, nor leaves torch's or Python's global ones moved (train.reference.stage_rng), so a
+    run's draws do not depend on what came from the cache."""
 
     params: dict[str, Any]
     device: str
@@ -109,14 +120,28 @@ def make_run(payload: dict[str, Any]) -> Run:
     return run
 
 
+SFT_BATCH, SFT_LR = 32, 1e-3  # the reference SFT's
+
+
+def _reference_args(run: Run) -> dict[str, Any]:
+    return {"size": run.p("model"), "seed": run.p("seed"), "steps": run.p("sft_steps"),
+            "batch": SFT_BATCH, "lr": SFT_LR, "device": run.device,
+            "hf_config": run.p("hf_config"), "layers": run.p("layers")}
+
+
 def reference_policy(run: Run) -> Transformer:
+    """The reference (train.reference.sft_reference): trained on its own random streams, so
+    that the run's (`rng`, `gen`, `sampler`, torch's global one) are the same afterwards
+    whether it came from the cache or not."""
     progress.report(stage="reference SFT")
-    model, cached = sft_reference(run.data, size=run.p("model"), seed=run.p("seed"),
-                                  steps=run.p("sft_steps"), batch=32, lr=1e-3,
-                                  device=run.device, hf_config=run.p("hf_config"),
-                                  layers=run.p("layers"))
+    model, cached = sft_reference(run.data, **_reference_args(run))
     run.history["reference_from_cache"] = [float(cached)]
     return model
+
+
+def reference_key(run: Run) -> dict[str, Any]:
+    """The reference's cache key: a model trained from it (the reward model) keys by it."""
+    return sft_key(run.data, **_reference_args(run))
 
 
 def pair_tensors(pairs: list[Pair], dev: torch.device
@@ -128,17 +153,71 @@ def pair_tensors(pairs: list[Pair], dev: torch.device
     return ct, cm, rt, rm
 
 
+# How a preference batch goes through the model (AlignConfig.layout).
+Layout = Literal["concatenated", "separate"]
+LAYOUTS: tuple[str, ...] = ("concatenated", "separate")
+
+
+@dataclass(frozen=True)
+class PairExtra:
+    """What a pair forward gives besides the two log-probabilities: the chosen rows'
+    log-probability of every label (batch, T-1) and their response mask, for NLL terms."""
+
+    chosen_token_logps: torch.Tensor
+    chosen_mask: torch.Tensor
+
+    def nll(self, *, prompt: bool) -> torch.Tensor:
+        """The chosen half's NLL as TRL computes it: one cross-entropy over its tokens
+        (`token_nll`), over the response tokens (prompt=False: DPO's `sft` term, RPO) or over
+        prompt and response (prompt=True: ORPO's `nll_loss`)."""
+        mask = sequence_label_mask(self.chosen_mask) if prompt else self.chosen_mask
+        return token_nll(self.chosen_token_logps, mask)
+
+
+def pair_forward(model: torch.nn.Module, ct: torch.Tensor, cm: torch.Tensor,
+                 rt: torch.Tensor, rm: torch.Tensor, *, average: bool,
+                 layout: Layout = "concatenated"
+                 ) -> tuple[torch.Tensor, torch.Tensor, PairExtra]:
+    """The log-probabilities of a batch's chosen and rejected responses (`pair_tensors`: right-
+    padded rows and their response masks), sums or with `average` per-token means, and the
+    chosen rows' per-label log-probabilities (`PairExtra`), in one of two layouts:
+
+    - concatenated (TRL's `concatenated_forward`, DPO and ORPO trainers): both halves padded
+      on the right to the longer width, stacked on the batch dimension, one forward, split;
+    - separate: one forward per half.
+
+    The model is causal and the padding comes after each row's tokens, so no real position
+    sees it: the layouts give the same log-probabilities up to float rounding (the batched
+    matrix products may sum in another order); tests/test_align_layout.py checks it in fp64.
+    """
+    if layout == "concatenated":
+        n, width = ct.shape[0], max(ct.shape[1], rt.shape[1])
+        rows = torch.cat([F.pad(ct, (0, width - ct.shape[1]), value=PAD),
+                          F.pad(rt, (0, width - rt.shape[1]), value=PAD)])
+        logps = label_logps(model, rows)
+        tc, tr = logps[:n, :cm.shape[1]], logps[n:, :rm.shape[1]]  # each half's own width
+    elif layout == "separate":
+        tc, tr = label_logps(model, ct), label_logps(model, rt)
+    else:
+        raise ValueError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+    return (sequence_sum(tc, cm, average=average), sequence_sum(tr, rm, average=average),
+            PairExtra(tc, cm))
+
+
 @torch.no_grad()
 def pair_logps(model: Transformer, pairs: list[Pair], dev: torch.device, *, average: bool,
-               chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of every pair's chosen and rejected response (sum or per-token mean)."""
+               chunk: int = 64, layout: Layout = "concatenated"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of every pair's chosen and rejected response (sum or per-token mean),
+    `chunk` pairs per `pair_forward`."""
     was = model.training
     model.eval()
     chosen, rejected = [], []
     for i in range(0, len(pairs), chunk):
-        ct, cm, rt, rm = pair_tensors(pairs[i:i + chunk], dev)
-        chosen.append(response_logps(model, ct, cm, average=average))
-        rejected.append(response_logps(model, rt, rm, average=average))
+        pc, pr, _ = pair_forward(model, *pair_tensors(pairs[i:i + chunk], dev),
+                                 average=average, layout=layout)
+        chosen.append(pc)
+        rejected.append(pr)
     model.train(was)
     return torch.cat(chosen), torch.cat(rejected)
 

@@ -94,8 +94,11 @@ def render(doc: ResultDocument, console: Console) -> None:
             _details(c, params_of(doc, c).method, console)
     saved = summary_of(doc).precompute_ref_saved_bytes
     if saved:
+        # The step's peak moves by the reference's bytes at most, and activations dominate it
+        # at small sizes: it may come out higher, within the run-to-run spread.
+        moved = "lower" if saved.peak >= 0 else "higher"
         console.print(f"--precompute-ref: the reference model is freed after one pass; peak "
-                      f"memory {format_bytes(saved.peak)} lower, "
+                      f"memory {format_bytes(abs(saved.peak))} {moved}, "
                       f"{format_bytes(saved.models)} less held in models", highlight=False)
     roofline.render(doc, console)
 
@@ -132,8 +135,8 @@ def _details(c: CaseResult, method: str, console: Console) -> None:
     if "loss_at_step0" in m:
         console.print(f"  step-0 loss {m['loss_at_step0']:.4f} (ln 2 = 0.6931 when the policy "
                       "equals the reference)", highlight=False)
-    for line in regressions(m, method):
-        console.print(f"  ⚠ {line}", highlight=False)
+    for line in regressions(m, method):  # one line each, however wide: a terminal wraps it
+        console.print(f"  ⚠ {line}", highlight=False, soft_wrap=True)
 
 
 # A fall of the rule satisfaction (share of samples) worth a word: a fifth of the samples.

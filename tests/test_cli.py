@@ -329,7 +329,7 @@ def test_tune_flags_are_pinned():
 
 def test_ci_flags_are_pinned():
     quiet = ["--quiet", "-q"]
-    assert _flags("run") == sorted(["--fail-on", "--out", *quiet])
+    assert _flags("run") == sorted(["--fail-on", "--out", "--overwrite", *quiet])
     assert _flags("compare") == sorted(["--threshold", "--alpha", "--format", "--markdown",
                                         "--junit", "--all", *quiet])
     assert _flags("export") == sorted(["--out", "--format", *quiet])
@@ -416,3 +416,70 @@ def test_no_private_imports_of_typer():
     offenders = [str(p) for p in sources
                  if re.search(r"^\s*(from|import) typer\._", p.read_text(), re.M)]
     assert offenders == []
+
+
+def test_results_that_cannot_be_written_are_kept_and_the_run_fails(tmp_path, monkeypatch):
+    """A full disk when --json is written (faked: os.replace of that file fails with ENOSPC):
+    one line naming the path and the reason, the table still printed, the document kept where
+    the line says, the old file untouched, exit 1."""
+    import errno
+
+    from llmbench.core.results import load_document
+
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if str(dst) == str(target):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    proc = run_cli_inprocess("schedule", "--total", "500", "-q", "--json", str(target),
+                             env={"LLMBENCH_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 1
+    line = proc.stderr.strip()
+    prefix = f"llmbench: error: cannot write {target}: No space left on device; the results " \
+             "are kept in "
+    assert "\n" not in line and line.startswith(prefix), proc.stderr
+    kept = load_document(line.removeprefix(prefix))
+    assert kept.benchmark == "schedule" and "cosine" in proc.stdout  # the table was shown
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".r.json")] == []
+
+
+def test_when_no_file_can_be_written_the_document_goes_to_stdout(tmp_path):
+    """A real operating-system refusal: the run's file-size limit (RLIMIT_FSIZE, 1 KiB) fails
+    every write of the document, at --json and where it would be kept; it is printed after
+    the table instead, and the run exits 1."""
+    import resource
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal's kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    target = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmbench", "schedule", "--total", "500", "-q", "--json",
+         str(target)],
+        capture_output=True, text=True, timeout=120, preexec_fn=small_files,
+        env={**os.environ, "LLMBENCH_CACHE": str(tmp_path / "cache"),
+             "TMPDIR": str(tmp_path / "tmp"), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == (
+        f"llmbench: error: cannot write {target}: File too large; no file could be written: "
+        "the results document is printed on stdout above")
+    table, _, document = proc.stdout.partition("\n{")
+    assert "cosine" in table
+    assert json.loads("{" + document)["benchmark"] == "schedule"
+    assert not target.exists()
+
+
+def test_a_json_path_that_cannot_be_a_file_is_bad_input_before_anything_runs(tmp_path):
+    (tmp_path / "file").write_text("")
+    proc = run_cli_inprocess("attention", "--seq", "64", "--json",
+                             str(tmp_path / "file" / "r.json"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"llmbench: error: --json {tmp_path}/file/r.json: cannot "
+                                  "make its folder: ")

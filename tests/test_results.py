@@ -4,7 +4,7 @@ import os
 import jsonschema
 import pytest
 
-from llmbench.core.errors import UsageError
+from llmbench.core.errors import OutputError, UsageError
 from llmbench.core.results import (
     CaseResult,
     EnvInfo,
@@ -74,10 +74,39 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=f"^cannot write {path}: disk gone$"):
         write_atomic("new contents", path)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_an_unwritable_document_is_kept_in_the_cache_else_in_the_temp_folder(tmp_path,
+                                                                         monkeypatch):
+    from llmbench.core.results import keep_unsaved
+
+    monkeypatch.setenv("LLMBENCH_CACHE", str(tmp_path / "cache"))
+    kept = keep_unsaved("doc", "attention.json")
+    assert kept.parent == tmp_path / "cache" / "unsaved" and kept.read_text() == "doc"
+    assert kept.name.startswith("attention-") and kept.suffix == ".json"
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LLMBENCH_CACHE", str(tmp_path / "file"))  # a file: no folder there
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    kept = keep_unsaved("doc", "r.json")
+    assert kept.parent == tmp_path / "tmp" / "llmbench-unsaved"
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "file"))
+    assert keep_unsaved("doc", "r.json") is None
+
+
+def test_check_writable_refuses_what_cannot_be_a_file_before_a_run(tmp_path):
+    from llmbench.core.results import check_writable
+
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UsageError, match="^--json .*/f/r.json: cannot make its folder: "):
+        check_writable(tmp_path / "f" / "r.json", "--json")
+    with pytest.raises(UsageError, match="is a directory"):
+        check_writable(tmp_path, "--json")
+    check_writable(tmp_path / "new" / "r.json", "--json")
+    assert (tmp_path / "new").is_dir()
 
 
 def test_atomic_write_replaces(tmp_path):

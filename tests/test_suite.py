@@ -154,3 +154,65 @@ def test_planning_with_interpret_changes_no_environment(hw, monkeypatch):
                                              .profile, device="cpu"))
     assert "TRITON_INTERPRET" not in os.environ
     assert plan.unavailable is None and plan.run_args["interpret"] is True
+
+
+RUNNABLE = GOOD.replace('"--total", "50"', '"--total", "500"')
+
+
+def test_run_refuses_a_folder_with_results_unless_overwrite(tmp_path):
+    from tests.conftest import run_cli_inprocess
+
+    path = tmp_path / "s.toml"
+    path.write_text(RUNNABLE)
+    out = tmp_path / "out"
+    first_run = run_cli_inprocess("run", str(path), "--out", str(out))
+    assert first_run.returncode == 0, first_run.stderr
+    first = (out / "index.json").read_text()
+    (out / "stale.json").write_text("{}")  # a result of some earlier run
+    again = run_cli_inprocess("run", str(path), "--out", str(out))
+    assert again.returncode == 2
+    assert again.stderr.startswith(f"llmbench: error: --out {out}: not empty (index.json, "
+                                   "prec.json, sched.json, ...)")
+    assert (out / "index.json").read_text() == first  # the baseline is left as it was
+    replaced = run_cli_inprocess("run", str(path), "--out", str(out), "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    # the earlier run's files are gone (stale.json with them), the new run's are there
+    assert sorted(p.name for p in out.glob("*.json")) == ["index.json", "prec.json",
+                                                         "sched.json"]
+
+
+def test_two_runs_cannot_write_one_folder_at_once(tmp_path):
+    """A real run holds --out: stopped (SIGSTOP) once it has taken the folder, a second run
+    into it is refused; continued, the first finishes alone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from llmbench.cli.suites import LOCK
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(RUNNABLE)
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "llmbench", "run", str(suite), "--out",
+                              str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / LOCK).exists() or not (out / LOCK).read_text().strip():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.01)
+        first.send_signal(signal.SIGSTOP)
+        second = run_cli("run", str(suite), "--out", str(out), "--overwrite")
+        assert second.returncode == 2
+        assert second.stderr.strip() == (
+            f"llmbench: error: --out {out}: another `llmbench run` is writing there (pid "
+            f"{first.pid}); give another folder, or wait for it")
+    finally:
+        first.send_signal(signal.SIGCONT)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    index = json.loads((out / "index.json").read_text())
+    assert [b["name"] for b in index["benchmarks"]] == ["sched", "prec"]
+    # the lock went with the run: a later run may replace its results
+    assert run_cli("run", str(suite), "--out", str(out), "--overwrite").returncode == 0

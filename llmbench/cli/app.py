@@ -14,7 +14,7 @@ from llmbench.cli.click_errors import ClickException
 from llmbench.cli.commands import register
 from llmbench.cli.env import env
 from llmbench.cli.schema import schema
-from llmbench.core.errors import RunFailed, UsageError
+from llmbench.core.errors import OutputError, RunFailed, UsageError
 
 app = typer.Typer(
     name="llmbench",
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         code = command.main(args=argv, prog_name="llmbench", standalone_mode=False)
     except UsageError as exc:
         _fail(str(exc))
-    except RunFailed as exc:  # a rank of a process group failed: the run cannot go on
+    except (RunFailed, OutputError) as exc:  # a failed process group; a file not written
         _fail(str(exc), 1)
     except ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)

@@ -15,12 +15,16 @@ from llmbench.cli.common import FailOnOption, QuietOption, stderr, stdout
 def run(
     suite: Annotated[Path, typer.Argument(help="A suite TOML file (see suites/).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the results and index.")],
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the results already in --out (its *.json files); without "
+        "it a run refuses a folder that is not empty.")] = False,
     fail_on: FailOnOption = "error",
     quiet: QuietOption = False,
 ) -> None:
     """Run a suite of benchmarks: one results file per entry and an index, in --out.
 
-    Every entry is validated first (flags, values, devices), so a mistake stops the run before
+    --out must be empty (or --overwrite given), and one run at a time writes into it. Every
+    entry is validated first (flags, values, devices), so a mistake stops the run before
     anything is measured. --fail-on applies to every entry that does not set it itself; the
     run exits with the worst of its entries' exit codes (130 when interrupted).
     """
@@ -30,7 +34,6 @@ def run(
     err = stderr()
     err.quiet = quiet
     total = len(parsed.bench)
-    err.print(f"suite {parsed.name}: {total} benchmark(s) -> {out}", highlight=False)
 
     def on_entry(i, entry, record) -> None:  # noqa: ANN001
         cases = ", ".join(f"{n} {s}" for s, n in (record.get("cases") or {}).items()) or \
@@ -39,7 +42,9 @@ def run(
         err.print(f"[{i + 1}/{total}] {entry.name} ({entry.command}): {state}, {cases}, "
                   f"{record['wall_s']:.1f} s", highlight=False, markup=False)
 
-    index = run_suite(parsed, out, on_entry=on_entry, fail_on=fail_on)
+    index = run_suite(parsed, out, on_entry=on_entry, fail_on=fail_on, overwrite=overwrite,
+                      on_start=lambda: err.print(f"suite {parsed.name}: {total} benchmark(s) "
+                                                 f"-> {out}", highlight=False))
     wall = sum(b["wall_s"] for b in index["benchmarks"])
     err.print(f"done in {wall:.1f} s; compare with: llmbench compare BASELINE {out}",
               highlight=False)

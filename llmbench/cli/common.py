@@ -197,11 +197,11 @@ def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
     (`bench.distributed`) that failed as a whole exits 1 after the finished cases are written;
     under a launch of the user's own only rank 0 writes and prints."""
     from llmbench import report
-    from llmbench.core.results import write_document
+    from llmbench.core.results import check_writable
     from llmbench.core.runner import RunOptions
 
-    if json_path is not None and json_path.is_dir():
-        raise UsageError(f"--json {json_path}: is a directory; give a file name")
+    if json_path is not None:
+        check_writable(json_path, "--json")
     err = stderr()
     options = RunOptions(profile=profile, timeout_s=timeout, isolate=isolate,
                          trace_dir=str(trace) if trace is not None else None,
@@ -212,13 +212,14 @@ def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
     if measured is None:
         return
     doc = measured.document
-    if json_path is not None:
-        write_document(doc, json_path)
+    unsaved = _write_results(doc, json_path)
     if fmt == "json":
         sys.stdout.write(doc.to_json() + "\n")
     else:
         report.render(doc, stdout())
-    if json_path is not None and not quiet:
+    if unsaved is not None:
+        _report_unsaved(doc, unsaved, on_stdout=fmt == "json")
+    elif json_path is not None and not quiet:
         err.print(f"results written to {json_path}", highlight=False)
     if (trace is not None or memory_snapshot is not None) and not quiet:
         _untraced_note(doc, err, "--trace" if trace is not None else "--memory-snapshot")
@@ -233,6 +234,42 @@ def run_and_emit(bench: Any, config: BaseModel, *, json_path: Path | None,
     if after is not None:
         after(doc)
     _exit_for_cases(doc, fail_on)
+
+
+@dataclass
+class _Unsaved:
+    problem: str  # "cannot write PATH: REASON"
+    kept: Path | None  # where the document went instead
+
+
+def _write_results(doc: Any, json_path: Path | None) -> _Unsaved | None:
+    """Write --json; when the operating system refuses (a full disk, a folder gone), keep the
+    document elsewhere (core.results.keep_unsaved) and say so once the table is out."""
+    from llmbench.core.errors import OutputError
+    from llmbench.core.results import keep_unsaved, write_document
+
+    if json_path is None:
+        return None
+    try:
+        write_document(doc, json_path)
+    except OutputError as exc:
+        return _Unsaved(str(exc), keep_unsaved(doc.to_json() + "\n", json_path.name))
+    return None
+
+
+def _report_unsaved(doc: Any, unsaved: _Unsaved, *, on_stdout: bool) -> None:
+    """The write failure on one line; where the results are (kept in a file, or printed on
+    stdout when no file could be written); then exit 1: a run whose results were not written
+    where asked has failed, whatever its cases did."""
+    if unsaved.kept is not None:
+        where = f"the results are kept in {unsaved.kept}"
+    elif on_stdout:
+        where = "the results are on stdout only"
+    else:
+        sys.stdout.write(doc.to_json() + "\n")
+        where = "no file could be written: the results document is printed on stdout above"
+    sys.stderr.write(f"llmbench: error: {unsaved.problem}; {where}\n")
+    raise typer.Exit(1)
 
 
 def _untraced_note(doc: Any, err: Console, flag: str) -> None:

@@ -10,7 +10,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,15 +66,81 @@ def _validate_invocations(suite: Suite, path: Path, text: str) -> None:
                          f"{one_line(problem)}")
 
 
-def run_suite(suite: Suite, out: str | Path, *,
-              on_entry: Callable[[int, SuiteEntry, dict[str, Any]], None] | None = None,
-              fail_on: str = "error") -> dict[str, Any]:
-    """Run every entry; returns (and keeps writing) the index. `fail_on` is passed to every
-    entry whose args do not give --fail-on themselves."""
-    out = Path(out)
+# In --out, the file a run holds locked while it writes there (flock: the kernel lets go of
+# it when the run ends, however it ends); it holds the run's process id.
+LOCK = ".llmbench-run.lock"
+
+
+@contextlib.contextmanager
+def claimed(out: Path, *, overwrite: bool) -> Iterator[None]:
+    """Hold --out for one run: make it, lock it (a second run into the same folder is bad
+    input while the first one runs), and find it empty but for the lock, or with --overwrite
+    remove the results a run left there (its *.json, which `compare` reads). Anything wrong
+    is a UsageError before an entry runs."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
+    try:
+        _lock(fd, out)
+        _make_room(out, overwrite=overwrite)
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
+
+
+def _lock(fd: int, out: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        raise UsageError(f"--out {out}: another `llmbench run` is writing there (pid "
+                         f"{holder}); give another folder, or wait for it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _make_room(out: Path, *, overwrite: bool) -> None:
+    present = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+    if not present:
+        return
+    if not overwrite:
+        shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+        raise UsageError(f"--out {out}: not empty ({shown}); a run writes into an empty "
+                         f"folder, so a baseline is never replaced by mistake: give a new "
+                         f"folder, or --overwrite to replace the results there")
+    for file in out.glob("*.json"):
+        try:
+            file.unlink()
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot remove {file.name}: "
+                             f"{exc.strerror or exc}") from None
+
+
+def run_suite(suite: Suite, out: str | Path, *,
+              on_entry: Callable[[int, SuiteEntry, dict[str, Any]], None] | None = None,
+              fail_on: str = "error", overwrite: bool = False,
+              on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run every entry into --out (held by `claimed` throughout; `on_start()` once it is);
+    returns (and keeps writing) the index. `fail_on` is passed to every entry whose args do
+    not give --fail-on themselves."""
+    out = Path(out)
+    with claimed(out, overwrite=overwrite):
+        if on_start:
+            on_start()
+        return _run_entries(suite, out, on_entry=on_entry, fail_on=fail_on)
+
+
+def _run_entries(suite: Suite, out: Path, *,
+                 on_entry: Callable[[int, SuiteEntry, dict[str, Any]], None] | None,
+                 fail_on: str) -> dict[str, Any]:
     index: dict[str, Any] = {
         "schema_version": 1, "tool": {"name": "llmbench", "version": __version__},
         "suite": suite.name, "threshold": suite.threshold,

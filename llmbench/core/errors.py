@@ -1,6 +1,7 @@
 """Exceptions that carry a one-line message for the user.
 
-`UsageError` is bad input: the CLI prints its message on one line and exits 2. `CaseUnavailable`
+`UsageError` is bad input: the CLI prints its message on one line and exits 2; `OutputError`,
+a file that could not be written, exits 1 the same way. `CaseUnavailable`
 and `CaseSkipped` are raised inside a case when it cannot run here; the runner records them as
 that status with the message as the reason.
 """
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 class UsageError(ValueError):
     """Bad input from the user (flags, files, profiles). Exit code 2, one line, no traceback."""
+
+
+class OutputError(RuntimeError):
+    """A file the user asked for could not be written (disk full, no permission): exit code 1,
+    one line naming the path and the operating system's reason."""
 
 
 class RunFailed(RuntimeError):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmbench import __version__
-from llmbench.core.errors import UsageError, one_line
+from llmbench.core.errors import OutputError, UsageError, one_line
 from llmbench.core.timing import TimeStats
 
 SCHEMA_VERSION = 1
@@ -166,16 +166,16 @@ def write_atomic(text: str, path: str | Path) -> Path:
     """Write `text` to `path` so that a reader sees the old file or the whole new one, never half.
 
     A temporary file in the same directory is written, flushed to disk and renamed over `path`.
+    An operating-system failure (a full disk, no permission, a folder that cannot be made) is
+    an OutputError naming the path and the reason, and leaves the old file as it was.
     """
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give a file name for the JSON results")
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -184,17 +184,56 @@ def write_atomic(text: str, path: str | Path) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove(tmp)
         raise
     return path
 
 
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def check_writable(path: str | Path, flag: str) -> None:
+    """Before anything is measured: `path` can be written as far as one can tell without
+    writing it (its folder exists or can be made, and is a writable folder); else bad input."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot make its folder: {exc.strerror or exc}") \
+            from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: its folder {path.parent} is not writable")
+
+
 def write_document(doc: ResultDocument, path: str | Path) -> Path:
     return write_atomic(doc.to_json() + "\n", path)
+
+
+def keep_unsaved(text: str, name: str) -> Path | None:
+    """Where a document that could not be written where asked is kept instead: a new file
+    under $LLMBENCH_CACHE/unsaved, else under the system's temporary folder; None when
+    neither can be written either."""
+    from llmbench.core.cache import cache_dir
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    file = f"{Path(name).stem}-{stamp}-{os.getpid()}.json"
+    for folder in (cache_dir() / "unsaved", Path(tempfile.gettempdir()) / "llmbench-unsaved"):
+        try:
+            return write_atomic(text, folder / file)
+        except OutputError:
+            continue
+    return None
 
 
 def load_document(path: str | Path) -> ResultDocument:

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from llmbench.benches import summary_of
 from llmbench.core.results import ResultDocument
-from llmbench.core.units import format_bytes
+from llmbench.core.units import format_bytes, format_ms
 from llmbench.report.tables import (
     bytes_cell,
     header,
@@ -75,7 +75,7 @@ def _speed(s: object, cfg: dict, console: Console) -> None:
                   f" + attention; with recomputation {g['hardware_flops_per_token']:.4g})",
                   highlight=False)
     if s.step_time_s:
-        console.print(f"step {s.step_time_s * 1e3:.4g} ms · {s.tokens_per_s:,.0f} tokens/s per "
+        console.print(f"step {format_ms(s.step_time_s * 1e3)} · {s.tokens_per_s:,.0f} tokens/s per "
                       f"GPU ({s.tokens_per_s_all_gpus:,.0f} on {cfg['gpus']}) at MFU "
                       f"{cfg['mfu']:g} of {s.peak_tflops:g} TFLOP/s {s.compute_dtype} "
                       f"({s.peak_source})", highlight=False)

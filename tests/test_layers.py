@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 LAYERS = {"core": 0, "kernels": 1, "models": 2, "train": 3, "dist": 4, "benches": 5, "ci": 6,
-          "report": 7, "cli": 8}
+          "history": 7, "report": 8, "cli": 9}
 
 
 def _arrows():

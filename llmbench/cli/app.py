@@ -13,6 +13,7 @@ from llmbench.cli.ci import compare, export, report, run
 from llmbench.cli.click_errors import ClickException
 from llmbench.cli.commands import register
 from llmbench.cli.env import env
+from llmbench.cli.history import history
 from llmbench.cli.schema import schema
 from llmbench.core.errors import OutputError, RunFailed, UsageError
 
@@ -53,6 +54,7 @@ app.command(name="compare")(compare)
 app.command(name="export")(export)
 app.command(name="report")(report)
 app.command(name="schema")(schema)
+app.add_typer(history, name="history")
 
 
 def _fail(message: str, code: int = 2) -> None:

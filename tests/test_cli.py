@@ -344,6 +344,11 @@ def test_example_workflow_is_valid_yaml_with_the_steps():
     assert "llmbench run suites/ci-gpu.toml --out results" in text
     assert "llmbench compare baseline results --format markdown --junit compare.xml" in text
     assert (ROOT / "suites" / "ci-gpu.toml").exists()
+    # main's runs go into the history store, carried as an artifact, and gate on its check
+    assert 'llmbench history add results --commit "$GITHUB_SHA"' in text
+    assert "llmbench history check" in text and "llmbench history export" in text
+    uploads = [s for s in steps if "upload-artifact" in str(s.get("uses", ""))]
+    assert any(s["with"]["name"] == "llmbench-history" for s in uploads)
 
 
 def test_example_workflow_installs_the_projects_torch_and_flash_attn_for_real():

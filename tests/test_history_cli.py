@@ -6,6 +6,7 @@ import, and bad input (one line, exit 2)."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -191,6 +192,12 @@ def test_a_slower_case_is_a_regression_from_the_run_where_it_began(real_store, q
     assert slow in table.stdout and "regression" in table.stdout and "1 regression(s)" in \
         table.stdout
     assert _check(db, "--metric-family", "error")[0] == 0  # time metrics left out
+    page = tmp_path / "trends.html"
+    proc = run_cli_inprocess("report", "--history", "--db", str(db), "--html", str(page), "-q")
+    assert proc.returncode == 0, proc.stderr
+    first = re.search(r"<figcaption>(.*?)</figcaption>", page.read_text()).group(1)
+    assert first.startswith(f"attention: {slow}: time_ms: regression +")
+    assert f"since {'1' * 12}" in first
 
 
 def test_opposite_shifts_are_a_regression_and_an_improvement(real_store, quiet_runs, tmp_path):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from llmbench.cli.common import FailOnOption, QuietOption, stderr, stdout
+from llmbench.cli.common import DbOption, FailOnOption, QuietOption, stderr, stdout
+
+if TYPE_CHECKING:
+    from llmbench.history.check import CheckReport
+    from llmbench.report.history import Trends
 
 
 def run(
@@ -135,15 +139,25 @@ def export(
 
 
 def report(
-    results: Annotated[Path, typer.Argument(help="A results file or a run directory.")],
+    results: Annotated[Path | None, typer.Argument(
+        help="A results file or a run directory (optional with --history).")] = None,
     html_path: Annotated[Path | None, typer.Option(
         "--html", help="Write a self-contained HTML page here.", dir_okay=False)] = None,
     png: Annotated[Path | None, typer.Option(
         help="Write the plots as PNG files into this directory.", file_okay=False)] = None,
     title: Annotated[str, typer.Option(help="The page title.")] = "llmbench report",
+    with_history: Annotated[bool, typer.Option(
+        "--history", help="Add the results store's trends: `history check`'s table and a "
+        "chart per series, change points marked (with RESULTS, only that run's series).")
+    ] = False,
+    window: Annotated[int, typer.Option(
+        help="With --history: the last N runs of each series, as `history check --window`.",
+        min=6)] = 30,
+    db: DbOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """A self-contained HTML page of a run: every table, and plots (with the plot extra)."""
+    """A self-contained HTML page of a run: every table, and plots (with the plot extra);
+    with --history, the trends of the results store (`llmbench history`)."""
     from llmbench.ci.compare import load_side
     from llmbench.core.errors import UsageError
     from llmbench.core.results import write_atomic
@@ -151,7 +165,13 @@ def report(
 
     if html_path is None and png is None:
         raise UsageError("give --html PATH and/or --png DIR")
-    page, images, hint = build(load_side(results), title=title)
+    if results is None and not with_history:
+        raise UsageError("give a results file or run directory, and/or --history")
+    side = load_side(results) if results is not None else None
+    trends = None
+    if with_history:
+        trends = _trends(db, window, None if side is None else set(side.docs))
+    page, images, hint = build(side, title=title, history=trends)
     err = stderr()
     err.quiet = quiet
     if hint:
@@ -164,3 +184,24 @@ def report(
         for name, data in images.items():
             (png / name).write_bytes(data)
         err.print(f"wrote {len(images)} PNG file(s) to {png}", highlight=False)
+
+
+def _trends(db: Path | None, window: int, labels: set[str] | None
+            ) -> tuple[CheckReport, Trends, str]:
+    """`history check` over the store at `db` (only the series of `labels`, when given),
+    with every judged series kept for the charts."""
+    from llmbench.core.errors import UsageError
+    from llmbench.history.check import check
+    from llmbench.history.store import guarded, open_store
+    from llmbench.report.history import Trends
+
+    with open_store(db) as store, guarded(store.path):
+        found = store.series()
+        runs, where = store.run_count(), str(store.path)
+    if labels is not None:
+        found = [s for s in found if s.label in labels]
+        if not found:
+            raise UsageError(f"{where}: no series of {', '.join(sorted(labels))} in the store")
+    trends = Trends()
+    result = check(found, window=window, on_series=trends.add)
+    return result, trends, f"{where} ({runs} runs)"

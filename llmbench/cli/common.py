@@ -289,3 +289,9 @@ def _exit_for_cases(doc: Any, fail_on: FailOn) -> None:
                          f"{ended} (first: {failed[0].name}: {failed[0].status}: "
                          f"{failed[0].reason}); --fail-on never records without failing\n")
         raise typer.Exit(1)
+
+
+DbOption = Annotated[Path | None, typer.Option(
+    "--db", envvar="LLMBENCH_DB", show_envvar=False, dir_okay=False,
+    help="The results store, an SQLite file. [default: $LLMBENCH_DB, else history.sqlite in "
+    "llmbench's cache folder ($LLMBENCH_CACHE, ~/.cache/llmbench)]")]

@@ -4,17 +4,15 @@ run in one SQLite file (`llmbench.history.store`), and the change points in thei
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from llmbench.cli.common import OutputFormat, QuietOption, stderr, stdout
+from llmbench.cli.common import DbOption, OutputFormat, QuietOption, stderr, stdout
 
 if TYPE_CHECKING:
-    from llmbench.history.check import CheckReport
     from llmbench.history.store import Series
 
 history = typer.Typer(
@@ -22,10 +20,6 @@ history = typer.Typer(
     help="Keep results run after run in one SQLite file and find where a figure changed "
     "(change-point detection over the runs, not two runs compared).")
 
-DbOption = Annotated[Path | None, typer.Option(
-    "--db", envvar="LLMBENCH_DB", show_envvar=False, dir_okay=False,
-    help="The results store, an SQLite file. [default: $LLMBENCH_DB, else history.sqlite in "
-    "llmbench's cache folder ($LLMBENCH_CACHE, ~/.cache/llmbench)]")]
 HistoryFormatOption = Annotated[OutputFormat, typer.Option(
     "--format", help="table: rich table on stdout; json: the same as JSON on stdout.")]
 FamilyName = Literal["time", "memory", "error", "other"]
@@ -94,7 +88,9 @@ def show(
     if fmt == "json":
         sys.stdout.write(_series_json(found) + "\n")
         return
-    _render_series(found, quiet)
+    from llmbench.report.history import render_series
+
+    render_series(found, stdout(), quiet=quiet)
 
 
 def _series_json(found: list[Series]) -> str:
@@ -104,62 +100,6 @@ def _series_json(found: list[Series]) -> str:
     return json.dumps([{"benchmark": s.label, "case": s.case, "metric": s.metric,
                         "fingerprint": s.fingerprint, "points": [asdict(p) for p in s.points]}
                        for s in found], indent=2)
-
-
-def _unit(benchmark: str, metric: str) -> str:
-    from llmbench.benches import metric_of
-
-    declared = metric_of(benchmark, metric)
-    return declared.unit if declared else ""
-
-
-def _fmt(value: float, unit: str) -> str:
-    from llmbench.core.units import format_bytes, format_ms
-
-    if unit == "ms":
-        return format_ms(value)
-    if unit == "B":
-        return format_bytes(value)
-    return f"{value:.4g}" + (f" {unit}" if unit and unit != "1" else "")
-
-
-def _envs(fingerprints: list[str]) -> dict[str, str]:
-    """A short name (A, B, ...) per fingerprint, in order of appearance."""
-    names: dict[str, str] = {}
-    for fp in fingerprints:
-        if fp not in names:
-            n = len(names)
-            names[fp] = chr(ord("A") + n) if n < 26 else f"E{n}"
-    return names
-
-
-def _spark(values: list[float], width: int) -> str:
-    """The last `width` values as a sparkline, the lowest as the lowest bar (not a blank)."""
-    from llmbench.report.formats import sparkline
-
-    return sparkline(values[-width:], width=width).replace(" ", "▁")
-
-
-def _render_series(found: list[Series], quiet: bool) -> None:
-    from llmbench.report.tables import new_table
-
-    console = stdout()
-    if not found:
-        console.print("no series in the store match")
-        return
-    envs = _envs([s.fingerprint for s in found])
-    table = new_table()
-    for col in ("benchmark", "case", "metric", "env", "runs", "first", "last", "history"):
-        table.add_column(col, justify="right" if col in ("runs", "first", "last") else "left")
-    for s in found:
-        unit = _unit(s.benchmark, s.metric)
-        table.add_row(s.label, s.case, s.metric, envs[s.fingerprint], str(len(s.points)),
-                      _fmt(s.values[0], unit), _fmt(s.values[-1], unit),
-                      _spark(s.values, 40))
-    console.print(table)
-    if not quiet:
-        for fp, name in envs.items():
-            console.print(f"env {name}: {fp}", markup=False)
 
 
 @history.command("export")
@@ -243,42 +183,9 @@ def check(
     if fmt == "json":
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
-        _render_check(result)
+        from llmbench.report.history import render_check
+
+        render_check(result, stdout())
     raise typer.Exit(1 if result.failed else 0)
 
-
-def _change(value: float) -> str:
-    return "from 0" if math.isinf(value) else f"{value:+.1%}"
-
-
-def _render_check(result: CheckReport) -> None:
-    from llmbench.report.tables import new_table
-
-    console = stdout()
-    shifts = sorted(result.shifts, key=lambda s: (s.verdict != "regression", s.benchmark,
-                                                  s.case, s.metric))
-    if shifts:
-        table = new_table()
-        for col in ("verdict", "benchmark", "case", "metric", "change", "before", "after",
-                    "since run", "commit", "p", "runs", "history"):
-            table.add_column(col, justify="right" if col in ("change", "before", "after",
-                                                              "since run", "p") else "left")
-        for s in shifts:
-            style = "bold red" if s.verdict == "regression" else "green"
-            table.add_row(f"[{style}]{s.verdict}[/]", s.benchmark, s.case, s.metric,
-                          _change(s.change), _fmt(s.before, s.unit), _fmt(s.after, s.unit),
-                          str(s.run_id), (s.commit or "-")[:12], f"{s.p_value:.2g}",
-                          f"{s.new_points}/{s.points}", _spark(s.values, 30))
-        console.print(table)
-    for split in result.splits:
-        parts = "; ".join(f"{fp} ({n} runs)" for fp, n in split.fingerprints.items())
-        console.print(f"split by environment: {split.benchmark}: {split.case}: {split.metric}: "
-                      f"checked apart: {parts}", markup=False)
-    console.print(
-        f"{len(result.regressions)} regression(s), {len(result.improvements)} improvement(s) "
-        f"in {result.checked} series (last {result.window} runs, alpha {result.alpha:g}, "
-        f"min change {result.min_change:.0%}"
-        + (f", family {result.family}" if result.family else "") + ")"
-        + (f"; {result.too_short} series with fewer than {2 * result.min_size} runs not "
-           f"checked" if result.too_short else ""), markup=False)
 

@@ -23,6 +23,8 @@ one its unit implies (`core.declare.Metric.threshold_family`: ms and s are `time
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -30,7 +32,7 @@ from pydantic import BaseModel, Field
 from llmbench.benches import metric_of
 from llmbench.core.declare import Metric
 from llmbench.history.changepoint import e_divisive, segment_means
-from llmbench.history.store import Series
+from llmbench.history.store import Point, Series
 
 Family = Literal["time", "memory", "error", "other"]
 FAMILIES: tuple[Family, ...] = ("time", "memory", "error", "other")
@@ -127,38 +129,66 @@ def prune(values: list[float], indices: list[int], min_change: float,
     return kept
 
 
-def check_series(series: Series, declared: Metric, *, window: int, alpha: float,
-                 min_change: float, min_size: int, permutations: int, seed: int
-                 ) -> Shift | None:
-    """The shift where `series`'s latest segment began, or None."""
+@dataclass
+class Segmentation:
+    """A series's last `window` points cut at the change points that survive `prune`."""
+
+    points: list[Point]
+    change_points: list[int] = field(default_factory=list)
+    p_values: dict[int, float] = field(default_factory=dict)
+    checked: bool = True  # False: too few points to look for a change
+
+    @property
+    def values(self) -> list[float]:
+        return [p.value for p in self.points]
+
+    @property
+    def means(self) -> list[float]:
+        return segment_means(self.values, self.change_points)
+
+
+def segment(series: Series, declared: Metric, *, window: int, alpha: float, min_change: float,
+            min_size: int, permutations: int, seed: int) -> Segmentation:
+    """E-divisive means over the last `window` points of `series`, weak change points merged
+    away (`prune`)."""
     points = series.points[-window:]
     values = [p.value for p in points]
     if len(set(values)) < 2:
-        return None
+        return Segmentation(points)
     found = e_divisive(values, alpha=alpha, permutations=permutations, min_size=min_size,
                        seed=seed)
     p_values = {c.index: c.p_value for c in found}
     kept = prune(values, list(p_values), min_change, declared.floor)
-    if not kept:
+    return Segmentation(points, kept, {i: p_values[i] for i in kept})
+
+
+def shift_of(series: Series, declared: Metric, cut: Segmentation) -> Shift | None:
+    """The shift where the latest segment of `cut` began, or None (one segment)."""
+    if not cut.change_points:
         return None
-    start = kept[-1]
-    before, after = segment_means(values, kept)[-2:]
+    start = cut.change_points[-1]
+    values = cut.values
+    before, after = cut.means[-2:]
     change = relative(before, after)
     worse = change > 0 if declared.better == "lower" else change < 0
-    first = points[start]
+    first = cut.points[start]
     return Shift(
         benchmark=series.label, case=series.case, metric=series.metric, unit=declared.unit,
         family=family_of(declared), direction=declared.better,
         verdict="regression" if worse else "improvement", fingerprint=series.fingerprint,
         run_id=first.run_id, commit=first.commit, branch=first.branch, time=first.time,
-        before=before, after=after, change=change, p_value=p_values[start], points=len(values),
-        new_points=len(values) - start, values=values)
+        before=before, after=after, change=change, p_value=cut.p_values[start],
+        points=len(values), new_points=len(values) - start, values=values)
 
 
 def check(all_series: list[Series], *, window: int = 30, family: Family | None = None,
           alpha: float = 0.01, min_change: float = 0.05, min_size: int = 3,
-          permutations: int = 999, seed: int = 0) -> CheckReport:
-    """Check every series with a direction (of `family`, when given); see the module."""
+          permutations: int = 999, seed: int = 0,
+          on_series: Callable[[Series, Metric, Segmentation, Shift | None], None] | None = None
+          ) -> CheckReport:
+    """Check every series with a direction (of `family`, when given); see the module.
+    `on_series` sees each series, with its segmentation and shift (for charts); one too
+    short to check comes with `checked` False."""
     report = CheckReport(window=window, alpha=alpha, min_change=min_change, min_size=min_size,
                          permutations=permutations, family=family)
     by_key: dict[tuple[str, str, str], list[Series]] = {}
@@ -179,11 +209,17 @@ def check(all_series: list[Series], *, window: int = 30, family: Family | None =
             assert declared is not None
             if min(len(series.points), window) < 2 * min_size:
                 report.too_short += 1
+                if on_series is not None:
+                    on_series(series, declared, Segmentation(series.points[-window:],
+                                                             checked=False), None)
                 continue
             report.checked += 1
-            shift = check_series(series, declared, window=window, alpha=alpha,
-                                 min_change=min_change, min_size=min_size,
-                                 permutations=permutations, seed=seed)
+            cut = segment(series, declared, window=window, alpha=alpha,
+                          min_change=min_change, min_size=min_size, permutations=permutations,
+                          seed=seed)
+            shift = shift_of(series, declared, cut)
+            if on_series is not None:
+                on_series(series, declared, cut, shift)
             if shift is not None:
                 report.shifts.append(shift)
     return report

@@ -2,7 +2,8 @@
 
 A section per result document: the same table the terminal shows (rich, exported to HTML with
 inline styles) and its plots as embedded PNGs (data: URIs), so the file can be mailed, attached
-to a CI run or opened offline.
+to a CI run or opened offline. With `--history`, a section of the results store's trends: the
+table `llmbench history check` prints, then a chart per series it judged (shifted ones first).
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ import html
 import io
 import re
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from llmbench import __version__
 from llmbench.ci.compare import Side
 from llmbench.report import plots, render
+
+if TYPE_CHECKING:
+    from llmbench.history.check import CheckReport
+    from llmbench.report.history import Trends
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -37,40 +43,91 @@ figcaption {{ font-size: .85rem; color: #555; }}
 """
 
 
-def _table_html(doc) -> str:  # noqa: ANN001
-    console = Console(record=True, width=170, file=io.StringIO(), force_terminal=True)
-    render(doc, console)
+def _console() -> Console:
+    return Console(record=True, width=170, file=io.StringIO(), force_terminal=True)
+
+
+def _export(console: Console) -> str:
     return console.export_html(inline_styles=True, code_format="<pre>{code}</pre>")
+
+
+def _table_html(doc) -> str:  # noqa: ANN001
+    console = _console()
+    render(doc, console)
+    return _export(console)
+
+
+def _figure(caption: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode()
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def history_section(result: CheckReport, trends: Trends, *, with_plots: bool
+                    ) -> tuple[str, dict[str, bytes]]:
+    """(the HTML of the store's trends, {file name: PNG}): the check's table, then a chart
+    per series (regressions, improvements, then the rest), or, without plots, the series as
+    `history show` lists them."""
+    from llmbench.report.history import chart, env_names, render_check, render_series
+
+    console = _console()
+    render_check(result, console)
+    parts = ['<h2 id="history">history</h2>', _export(console)]
+    images: dict[str, bytes] = {}
+    ordered = trends.ordered()
+    envs = env_names([t.series.fingerprint for t in ordered])
+    if with_plots:
+        for i, trend in enumerate(ordered):
+            name = envs[trend.series.fingerprint] if len(envs) > 1 else None
+            caption, png = chart(trend, name)
+            images[f"history-{i + 1}.png"] = png
+            parts.append(_figure(caption, png))
+    elif ordered:
+        console = _console()
+        render_series([t.series for t in ordered], console)
+        parts.append(_export(console))
+    return "\n".join(parts), images
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def build(side: Side, *, title: str = "llmbench report", with_plots: bool = True
+def build(side: Side | None, *, title: str = "llmbench report", with_plots: bool = True,
+          history: tuple[CheckReport, Trends, str] | None = None
           ) -> tuple[str, dict[str, bytes], str | None]:
-    """(the page, {file name: PNG} of every plot, a hint when plots were not possible)."""
+    """(the page, {file name: PNG} of every plot, a hint when plots were not possible).
+    `history`: a check's report, its trends and a line saying where the store is."""
     hint = plots.available() if with_plots else None
     images: dict[str, bytes] = {}
     sections = []
-    for label, doc in side.docs.items():
+    docs = side.docs if side is not None else {}
+    for label, doc in docs.items():
         parts = [f'<h2 id="{_slug(label)}">{html.escape(label)}</h2>', _table_html(doc)]
         if with_plots and hint is None:
             for i, (caption, png) in enumerate(plots.figures(doc)):
                 name = f"{_slug(label)}-{i + 1}.png"
                 images[name] = png
-                data = base64.b64encode(png).decode()
-                parts.append(f'<figure><img alt="{html.escape(caption)}" '
-                             f'src="data:image/png;base64,{data}">'
-                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+                parts.append(_figure(caption, png))
         sections.append("\n".join(parts))
+    if history is not None:
+        result, trends, where = history
+        part, charts = history_section(result, trends, with_plots=with_plots and hint is None)
+        sections.append(part)
+        images.update(charts)
     if hint:
         sections.insert(0, f'<p class="note">{html.escape(hint)}</p>')
-    first = next(iter(side.docs.values()))
-    where = first.env.gpu_name or first.env.cpu_model
-    subtitle = (f"{len(side.docs)} benchmark(s) on {html.escape(where)} · torch "
-                f"{html.escape(str(first.env.torch))} · made by llmbench {__version__} on "
-                f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    made = (f"made by llmbench {__version__} on "
+            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    if docs:
+        first = next(iter(docs.values()))
+        host = first.env.gpu_name or first.env.cpu_model
+        subtitle = (f"{len(docs)} benchmark(s) on {html.escape(host)} · torch "
+                    f"{html.escape(str(first.env.torch))} · {made}")
+    else:
+        subtitle = made
+    if history is not None:
+        subtitle += f" · history: {html.escape(history[2])}"
     page = PAGE.format(title=html.escape(title), subtitle=subtitle,
                        sections="\n".join(sections))
     return page, images, hint

@@ -272,3 +272,74 @@ def test_cli_kv_seq_runs_and_shows_it(tmp_path):
 ])
 def test_cli_kv_seq_bad_input(args, message):
     assert_bad_input(run_cli_inprocess("attention", *args, "--device", "cpu", timeout=120), message)
+
+
+# ------------------------------------------------------------------ compiled implementations
+# Each case compiles from cold caches (seconds on this CPU): few cases, small shapes.
+
+
+def test_flex_and_compiled_report_compile_and_mask_times_apart(hw, fast_timing):
+    """GQA with a sliding window: each compiled implementation runs fully causal and
+    windowed, correct to fp64, its first call (the compilation) apart from its steady time;
+    flex also reports its block mask's creation; the window summary covers them."""
+    from rich.console import Console
+
+    from llmbench.report.attention import render
+
+    cfg = AttentionConfig(seqs=[96], device="cpu", heads=4, kv_heads=2, head_dim=32,
+                          window=32, impls=["standard", "compiled", "flex"], timing=fast_timing)
+    doc = run_benchmark(BENCH, cfg, options=RunOptions(isolate=False), hw=hw)
+    by_name = {c.name: c for c in doc.cases}
+    for impl in ("compiled", "flex"):
+        for mask in ("causal", "window=32"):
+            case = by_name[f"{impl}/seq=96/fwd/{mask}"]
+            assert case.status == "ok", case.reason
+            assert case.metrics["max_abs_error"] < 1e-4
+            # the first call compiled: far longer than a steady call
+            assert case.metrics["compile_ms"] > 20 * case.time().median
+            assert ("mask_ms" in case.metrics) == (impl == "flex")
+        assert doc.summary["window"][f"{impl}/seq=96"]["expected_flop_ratio"] == \
+            doc.summary["window"]["standard/seq=96"]["expected_flop_ratio"]
+    assert "compile_ms" not in by_name["standard/seq=96/fwd/causal"].metrics
+    console = Console(record=True, width=220)
+    render(doc, console)
+    text = console.export_text()
+    assert "compile" in text and "mask build" in text
+    flex_row = next(line for line in text.splitlines() if line.startswith("flex "))
+    assert flex_row.rstrip().endswith("ms") and " s " in flex_row  # compile in s, mask in ms
+
+
+def test_fwd_bwd_checks_compiled_gradients_and_flex_says_why_not_here(hw, fast_timing):
+    from llmbench.kernels.flex import backward_refusal
+
+    cfg = AttentionConfig(seqs=[64], device="cpu", heads=2, head_dim=16, mode="fwd+bwd",
+                          impls=["compiled", "flex"], check_seq=64, timing=fast_timing)
+    doc = run_benchmark(BENCH, cfg, options=RunOptions(isolate=False), hw=hw)
+    compiled, flex = doc.cases
+    assert compiled.status == "ok", compiled.reason
+    assert compiled.metrics["grad_max_abs_error"] < 1e-4
+    assert compiled.metrics["grad_check_seq"] == 64 and compiled.metrics["compile_ms"] > 0
+    if backward_refusal("cpu") is None:
+        assert flex.status == "ok" and flex.metrics["grad_max_abs_error"] < 1e-4
+    else:
+        assert flex.status == "unavailable"
+        assert flex.reason.startswith("no FlexAttention backward here: FlexAttention does not "
+                                      "support backward on CPU")
+
+
+def test_varlen_compares_flex_document_mask_with_padding(hw, fast_timing):
+    lengths = [40, 90, 7]
+    cfg = AttentionConfig(varlen=lengths, device="cpu", heads=4, kv_heads=2, head_dim=32,
+                          window=16, timing=fast_timing)
+    doc = run_benchmark(BENCH, cfg, options=RunOptions(isolate=False), hw=hw)
+    by_impl = {c.params["impl"]: c for c in doc.cases}
+    flex, padded = by_impl["flex-varlen"], by_impl["sdpa-padded"]
+    for case in (flex, padded):
+        assert case.status == "ok", case.reason
+        assert case.metrics["max_abs_error"] < 1e-4
+    # the packed case computes exactly the FLOPs the batch needs: one rule for both
+    assert flex.metrics["flops_computed"] == flex.metrics["flops_needed"] == \
+        padded.metrics["flops_needed"] == doc.summary["useful_flops"]
+    assert flex.metrics["wasted_flops_pct"] == 0.0 < padded.metrics["wasted_flops_pct"]
+    assert flex.metrics["compile_ms"] > 0 and flex.metrics["mask_ms"] > 0
+    assert "compile_ms" not in padded.metrics

@@ -281,7 +281,8 @@ def test_optim_analytic_table_for_a_preset():
 
 def test_align_flags_are_pinned():
     assert _flags("align") == sorted([
-        "--task", "--data", "--model", "--hf-config", "--layers", "--sft-steps", "--steps",
+        "--task", "--data", "--model", "--hf-config", "--layers", "--attention", "--sft-steps",
+        "--steps",
         "--batch", "--lr", "--beta",
         "--loss-type", "--label-smoothing", "--rpo-alpha", "--layout", "--precompute-ref",
         "--simpo-gamma", "--cpo-alpha", "--desirable-weight", "--undesirable-weight",

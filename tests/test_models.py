@@ -159,3 +159,23 @@ def test_checkpointing_gives_identical_gradients():
             assert torch.equal(g, r)
     with pytest.raises(ValueError, match="disjoint"):
         tiny().set_checkpointing([(0, 2), (1, 3)])
+
+
+def test_flex_attention_in_the_model_matches_sdpa_and_training_says_where_it_cannot():
+    """The built-in model with FlexAttention (compiled, causal block mask): its forward equals
+    SDPA's; training it needs FlexAttention's backward, which torch 2.13 lacks on a CPU: the
+    case is unavailable with torch's own reason, not a crash."""
+    from llmbench.core.errors import CaseUnavailable
+    from llmbench.kernels.flex import backward_refusal
+    from llmbench.train.loop import build_model
+
+    torch.manual_seed(0)
+    sdpa = build("tiny", n_layers=2, attention="sdpa").eval()
+    flex = build("tiny", n_layers=2, attention="flex").eval()
+    flex.load_state_dict(sdpa.state_dict())
+    tokens = torch.randint(0, sdpa.cfg.vocab_size, (2, 40))
+    with torch.no_grad():
+        assert (flex(tokens) - sdpa(tokens)).abs().max().item() < 1e-4
+    if backward_refusal("cpu") is not None:
+        with pytest.raises(CaseUnavailable, match="FlexAttention does not support backward"):
+            build_model("tiny", seed=0, device="cpu", attention="flex")

@@ -83,8 +83,9 @@ class AttentionConfig(BaseModel):
         "to i + kv_seq - seq), as in flash-attn.", default_text="--seq", panel=_SHAPE)] = None
     impls: Annotated[list[str] | None, flag_like(
         IMPLS, help=f"Here: {', '.join(kernels.names())}.",
-        default_text="all but sdpa (torch's own pick); those that cannot run here are listed "
-        "as unavailable")] = None
+        default_text="all but sdpa (torch's own pick) and the compiled ones (compiled, flex: "
+        "each case compiles first); those that cannot run here are listed as unavailable")
+    ] = None
     batch: Annotated[int, Field(gt=0), flag_like(BATCH, panel=_SHAPE)] = 1
     heads: Annotated[int, Field(gt=0), flag_like(HEADS, panel=_SHAPE)] = 8
     kv_heads: Annotated[int | None, Field(gt=0), flag_like(KV_HEADS, panel=_SHAPE)] = None
@@ -271,6 +272,10 @@ class AttentionBenchmark(Benchmark[AttentionConfig]):
         Metric("grad_max_abs_error", "abs", "lower",
                "max |dq, dk, dv - fp64 reference's| at the check size", family="error",
                floor=ERROR_FLOOR),
+        Metric("compile_ms", "ms", "lower", "a compiled implementation's first call, caches "
+               "cold: TorchDynamo's trace, Inductor's code generation and build, one run"),
+        Metric("mask_ms", "ms", "lower", "building the mask the implementation takes "
+               "(FlexAttention's BlockMask; median), outside time_ms"),
         Metric("error_rows_checked", "1", "info", "query rows checked against fp64"),
         Metric("grad_check_seq", "1", "info", "query length of the gradient check"),
         Metric("grad_check_kv_seq", "1", "info", "key length of the gradient check"),
@@ -501,20 +506,64 @@ def _standard_limit(config: AttentionConfig, cases: list[CaseResult], ctx: PlanC
 def run_case(payload: dict[str, Any]) -> dict[str, Any]:
     """One case in its (isolated) process: warm-up, one call measured for peak memory and
     checked against fp64, then timed until the median is steady; with fwd+bwd, the gradients
-    checked too. Packed variable-length cases: attention_varlen."""
+    checked too. A compiled implementation's first call is timed apart, from cold caches
+    (`compile_ms`). Packed variable-length cases: attention_varlen."""
     from llmbench.kernels import use_interpreter
 
     use_interpreter(payload.get("interpret", False))
-    if "varlen" in payload["params"]:
-        from llmbench.benches.attention_varlen import run_varlen_case
+    with compile_scope(payload["params"]["impl"]):
+        if "varlen" in payload["params"]:
+            from llmbench.benches.attention_varlen import run_varlen_case
 
-        return run_varlen_case(payload)
+            return run_varlen_case(payload)
+        return _run_dense(payload)
+
+
+def compile_scope(name: str) -> Any:
+    """Cold caches for an implementation that compiles (`kernels.compiled.cold_compile`),
+    nothing for the others; `name` an implementation or a --varlen case label."""
+    from contextlib import nullcontext
+
+    from llmbench.benches.attention_varlen import VARLEN_CASES
+
+    impl = kernels.IMPLS.get(VARLEN_CASES.get(name) or name)
+    if impl is None or not impl.compiles:
+        return nullcontext()
+    from llmbench.kernels.compiled import cold_compile
+
+    return cold_compile()
+
+
+def first_call_ms(step: Callable[[], Any], device: str) -> float:
+    """The wall time of one call (a compiled implementation's first: its compilation)."""
+    from llmbench.core.timing import stopwatch
+
+    clock = stopwatch(device)
+    clock.start()
+    step()
+    return clock.stop_ms()
+
+
+def mask_ms(build: Callable[[], Any] | None, device: str, policy: dict[str, Any]
+            ) -> float | None:
+    """The median time to build a mask (`kernels.AttentionImpl.mask_builder`), timed as the
+    calls are (warm-up, then until steady or --max-time)."""
+    if build is None:
+        return None
+    from llmbench.core.timing import TimingPolicy, measure
+
+    return measure(build, device=device, policy=TimingPolicy(**policy)).median
+
+
+def _run_dense(payload: dict[str, Any]) -> dict[str, Any]:
     from llmbench.core.timing import measure_warmed
 
     p = payload["params"]
+    impl = kernels.get(p["impl"])
     case = _DenseCase.of(payload)
     q, k, v, dout = case.inputs(p["seq"], case.problem.kv_seq, payload["seed"])
     step = lambda: case.call(q, k, v, dout)  # noqa: E731
+    compile_ms = first_call_ms(step, p["device"]) if impl.compiles else None
     out, peak, prior = warm_then_peak_live(step, device=p["device"],
                                            before=lambda: _clear_grads(q, k, v))
     max_err, rows_checked = case.output_error(out, q, k, v, payload["check_rows"])
@@ -530,9 +579,16 @@ def run_case(payload: dict[str, Any]) -> dict[str, Any]:
         "max_abs_error": max_err,
         "error_rows_checked": rows_checked,
         "flops_per_call": flops,
-        "bytes_moved": attention_bytes(case.problem,
-                                       materializes=kernels.get(p["impl"]).materializes),
+        "bytes_moved": attention_bytes(case.problem, materializes=impl.materializes),
     }
+    if compile_ms is not None:
+        metrics["compile_ms"] = compile_ms
+    builders = impl.mask_builders()
+    if builders is not None:
+        built = mask_ms(builders.dense_mask_builder(case.problem, q.device), p["device"],
+                        payload["timing"])
+        if built is not None:
+            metrics["mask_ms"] = built
     if p["impl"] == "triton":
         from llmbench.kernels.triton_flash import last_launch
 

@@ -1,7 +1,8 @@
 """`llmbench attention --varlen`: packed variable-length batches against padding to the longest.
 
 A batch of sequences of different lengths can be packed end to end (total tokens x heads x dim,
-with cu_seqlens marking where each starts: flash_attn_varlen_func, llmbench's Triton kernel), or
+with cu_seqlens marking where each starts: flash_attn_varlen_func, llmbench's Triton kernel,
+FlexAttention with a document mask), or
 padded to the longest and masked (torch SDPA with a boolean mask, as a model without varlen
 support does it). The padded run computes scores for every padded position; the share of its
 FLOPs that is padding is reported next to the measured time and memory of each.
@@ -30,7 +31,8 @@ from llmbench.kernels.problem import (
 )
 
 # case label -> the registry implementation whose packed form it runs (None: padded SDPA)
-VARLEN_CASES = {"triton-varlen": "triton", "flash-attn-varlen": "flash-attn", "sdpa-padded": None}
+VARLEN_CASES = {"triton-varlen": "triton", "flash-attn-varlen": "flash-attn",
+                "flex-varlen": "flex", "sdpa-padded": None}
 
 
 def parse_lengths(text: str, *, seed: int = 0) -> list[int]:
@@ -126,21 +128,32 @@ def summarize_varlen(config: Any, cases: list[CaseResult],
 
 
 def run_varlen_case(payload: dict[str, Any]) -> dict[str, Any]:
-    from llmbench.benches.attention import warm_then_peak_live
+    from llmbench.benches.attention import first_call_ms, mask_ms, warm_then_peak_live
 
     p = payload["params"]
+    impl = kernels.IMPLS.get(VARLEN_CASES[p["impl"]] or "")
     scale = 1.0 / math.sqrt(p["head_dim"])
     packed = _packed_inputs(p, payload["seed"])
     prepare = _padded_call if p["impl"] == "sdpa-padded" else _varlen_call
     inputs, attend, grad_out, unpack = prepare(p, packed, scale)
     step = _step(attend, inputs, grad_out, backward=p["mode"] == "fwd+bwd")
+    compiled = impl is not None and impl.compiles
+    compile_ms = first_call_ms(step, p["device"]) if compiled else None
     out, peak, prior = warm_then_peak_live(step, device=p["device"],
                                            before=lambda: _clear_grads(inputs))
     worst = _max_error(p, packed, unpack(out).double(), scale)
     del out
     stats = measure_warmed(step, device=p["device"], policy=payload["timing"],
                            prior_samples_ms=prior)
-    return _metrics(p, stats, peak.peak_bytes, worst)
+    metrics = _metrics(p, stats, peak.peak_bytes, worst)
+    if compile_ms is not None:
+        metrics["compile_ms"] = compile_ms
+    builders = impl.mask_builders() if impl is not None else None
+    if builders is not None:
+        metrics["mask_ms"] = mask_ms(builders.varlen_mask_builder(
+            packed["cu"], causal=p["causal"], window=p.get("window")), p["device"],
+            payload["timing"])
+    return metrics
 
 
 def _clear_grads(tensors: list[Any]) -> None:

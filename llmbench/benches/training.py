@@ -48,10 +48,12 @@ ParamDtype = Annotated[Literal["auto", "fp32", "bf16"], Opt(
     "The trained parameters' dtype (and so their gradients' and optimizer states'): fp32, or "
     "pure bf16. auto: bf16 for an --hf-config whose torch_dtype is bfloat16 (the published "
     "weights' dtype), fp32 otherwise.", panel=MODEL_PANEL)]
-Attention = Annotated[Literal["sdpa", "standard"], Opt(
-    "The model's attention: sdpa (torch's fused scaled_dot_product_attention) or standard "
+Attention = Annotated[Literal["sdpa", "standard", "flex"], Opt(
+    "The model's attention: sdpa (torch's fused scaled_dot_product_attention), standard "
     "(softmax(QK^T)V, which keeps the seq x seq probabilities for the backward pass; "
-    "transformers' eager).", panel=MODEL_PANEL)]
+    "transformers' eager) or flex (torch's FlexAttention with a causal block mask, compiled; "
+    "transformers' flex_attention; it needs FlexAttention's backward: a GPU with torch 2.13).",
+    panel=MODEL_PANEL)]
 
 
 def checked_hf_config(spec: str | None) -> str | None:
@@ -148,7 +150,7 @@ class TrainingCase(BaseModel):
     device: Literal["cpu", "cuda"] | None = None
     hf_config: str | None = None
     layers: int | None = None
-    attention: Literal["sdpa", "standard"] = "sdpa"
+    attention: Literal["sdpa", "standard", "flex"] = "sdpa"
     param_dtype: Literal["fp32", "bf16"] = "fp32"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -94,6 +95,32 @@ def use_interpreter(enabled: bool) -> None:
         os.environ["TRITON_INTERPRET"] = "1"
 
 
+def _compiles(p: AttentionProblem) -> str | None:
+    """Why torch.compile cannot build kernels here: Inductor needs a C++ compiler on a CPU,
+    and Triton (compute capability >= 7.0) on a GPU."""
+    if p.device == "cpu":
+        compilers = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+        if not any(c and shutil.which(c) for c in compilers):
+            return ("torch.compile builds C++ on a CPU: no C++ compiler found (g++, c++ or "
+                    "clang++ on PATH, or $CXX)")
+        return None
+    if importlib.util.find_spec("triton") is None:
+        return "torch.compile generates Triton kernels on a GPU: triton is not installed"
+    if (p.compute_capability or (7, 0)) < (7, 0):
+        return f"torch.compile's Triton kernels need compute capability >= 7.0, not {_cc(p)}"
+    return None
+
+
+def _flex(p: AttentionProblem) -> str | None:
+    why = _compiles(p)
+    if why or p.mode != "fwd+bwd":
+        return why
+    from llmbench.kernels.flex import backward_refusal  # asks torch (imports it)
+
+    refusal = backward_refusal(p.device)
+    return f"no FlexAttention backward here: {refusal}; time --mode fwd" if refusal else None
+
+
 def _triton(p: AttentionProblem) -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install 'llmbench[triton]')"
@@ -130,6 +157,10 @@ class AttentionImpl:
     in_default_sweep: bool = True  # `llmbench attention` without --impl runs it
     window: bool = True  # takes a left sliding window (window=W)
     varlen: str | None = None  # "module:function" of its packed (cu_seqlens) form, if any
+    compiles: bool = False  # its first call compiles it (measured apart: compile_ms)
+    # "module" with dense_mask_builder(problem, device) and varlen_mask_builder(cu_seqlens,
+    # causal, window): what builds the mask it takes (its creation timed apart: mask_ms)
+    mask_builder: str | None = None
 
     @property
     def materializes(self) -> bool:
@@ -147,6 +178,10 @@ class AttentionImpl:
     def load_varlen(self) -> Callable[..., Any]:
         module, _, attr = (self.varlen or "").partition(":")
         return getattr(importlib.import_module(module), attr)
+
+    def mask_builders(self) -> Any:
+        """The module whose functions build this implementation's masks (`mask_builder`)."""
+        return importlib.import_module(self.mask_builder) if self.mask_builder else None
 
     def predicted_extra_bytes(self, p: AttentionProblem, tile: Any = None) -> int:
         module, _, attr = self.predict.partition(":")
@@ -181,6 +216,15 @@ IMPLS: dict[str, AttentionImpl] = {
                       f"{_K}.sdpa:predicted_fused_extra_bytes",
                       device_reason=_flash_attn, shape_reason=_flash_attn_shape,
                       varlen=f"{_K}.flash_attn:flash_varlen_attention"),
+        AttentionImpl("compiled", "standard attention under torch.compile (Inductor)",
+                      "varies", "bhsd", f"{_K}.compiled:compiled_attention",
+                      f"{_K}.compiled:predicted_extra_bytes", device_reason=_compiles,
+                      compiles=True, in_default_sweep=False),
+        AttentionImpl("flex", "torch FlexAttention, compiled, with a block mask", "O(seq)",
+                      "bhsd", f"{_K}.flex:flex_attention_fn", f"{_K}.flex:predicted_extra_bytes",
+                      device_reason=_flex, compiles=True, mask_builder=f"{_K}.flex",
+                      in_default_sweep=False,
+                      varlen=f"{_K}.flex:flex_varlen_attention"),
         AttentionImpl("tiled", "llmbench's pure-PyTorch FlashAttention (tiles from the profile)",
                       "O(seq)", "bhsd", f"{_K}.tiled:tiled_attention",
                       f"{_K}.tiled:predicted_extra_bytes", uses_tile=True),

@@ -188,15 +188,16 @@ def _transformers() -> Any:
     return transformers
 
 
-ATTENTION = ("sdpa", "eager")  # transformers' attention implementations llmbench builds
+ATTENTION = ("sdpa", "eager", "flex_attention")  # transformers' implementations llmbench builds
 
 
 def build(cfg: HFConfig, *, dtype: Any = None, device: Any = "cpu", attention: str = "sdpa"
           ) -> Any:
     """transformers' causal LM for `cfg` with random weights, its parameters of `dtype`
     (torch.float32 when None) on `device` ("meta": shapes only, no memory). `attention`:
-    "sdpa" (torch's fused scaled_dot_product_attention) or "eager" (the textbook softmax(QK^T)V,
-    which keeps the seq x seq probabilities for the backward pass)."""
+    "sdpa" (torch's fused scaled_dot_product_attention), "eager" (the textbook softmax(QK^T)V,
+    which keeps the seq x seq probabilities for the backward pass) or "flex_attention"
+    (torch's FlexAttention)."""
     if cfg.model_type not in SUPPORTED:
         raise _unsupported(cfg.model_type, cfg.source)
     import torch

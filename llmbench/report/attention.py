@@ -6,7 +6,7 @@ from rich.console import Console
 
 from llmbench.benches import params_of, summary_of
 from llmbench.core.results import ResultDocument
-from llmbench.core.units import format_bytes
+from llmbench.core.units import format_bytes, format_ms
 from llmbench.report import roofline
 from llmbench.report.tables import (
     bytes_cell,
@@ -38,6 +38,7 @@ def render(doc: ResultDocument, console: Console) -> None:
     kv_seq = cfg.get("kv_seq")  # keys and values of another length than the queries
     # % of the measured GEMM peak, beside % of the theoretical one, once `peak --save` ran
     attainable = any("attainable_utilization_pct" in c.metrics for c in doc.cases)
+    extra = _extra_columns(doc)
     for col, justify in [("impl", "left"), ("seq", "right")] + (
             [("kv seq", "right")] if kv_seq else []) + (
             [("mask", "left")] if windowed else []) + [("status", "left"),
@@ -45,7 +46,7 @@ def render(doc: ResultDocument, console: Console) -> None:
                          ("TFLOP/s", "right"), ("% peak", "right")] + (
             [("% att.", "right")] if attainable else []) + [("peak mem", "right"),
                          ("predicted", "right"), ("max err", "right"), ("speed-up", "right"),
-                         ("mem ÷", "right")]:
+                         ("mem ÷", "right")] + [(col, "right") for col in extra.values()]:
         table.add_column(col, justify=justify)
     for case in doc.cases:
         m, p = case.metrics, params_of(doc, case)
@@ -64,6 +65,7 @@ def render(doc: ResultDocument, console: Console) -> None:
             number(m.get("max_abs_error"), "{:.1e}"),
             number(m.get("speedup_vs_standard_x"), "{:.2f}x"),
             number(m.get("memory_reduction_vs_standard_x"), "{:.1f}x"),
+            *_extra_cells(m, extra),
         )
     console.print(table)
     lines = reasons(doc.cases, key=lambda c: params_of(doc, c).impl)
@@ -85,8 +87,24 @@ def render(doc: ResultDocument, console: Console) -> None:
     roofline.render(doc, console)
 
 
+# Times outside the timed call, as columns when a case has them: a compiled implementation's
+# first call (its compilation) and the creation of the mask an implementation takes.
+EXTRA_TIMES = {"compile_ms": "compile", "mask_ms": "mask build"}
+
+
+def _extra_columns(doc: ResultDocument) -> dict[str, str]:
+    return {key: col for key, col in EXTRA_TIMES.items()
+            if any(key in c.metrics for c in doc.cases)}
+
+
+def _extra_cells(metrics: dict, extra: dict[str, str]) -> list[str]:
+    return [format_ms(metrics[key]) if isinstance(metrics.get(key), (int, float)) else "-"
+            for key in extra]
+
+
 def _render_varlen(doc: ResultDocument, console: Console) -> None:
     cfg, summary = doc.config, summary_of(doc)
+    extra = _extra_columns(doc)
     console.print(header(doc), highlight=False)
     lengths = summary.lengths or []
     console.print(f"{len(lengths)} sequences, {summary.total_tokens:,} tokens (longest "
@@ -98,7 +116,8 @@ def _render_varlen(doc: ResultDocument, console: Console) -> None:
     for col, justify in [("case", "left"), ("status", "left"), ("median", "right"),
                          ("IQR", "right"), ("n", "right"), ("eff. TFLOP/s", "right"),
                          ("peak mem", "right"), ("FLOPs computed", "right"),
-                         ("wasted", "right"), ("max err", "right")]:
+                         ("wasted", "right"), ("max err", "right")] + [
+                             (col, "right") for col in extra.values()]:
         table.add_column(col, justify=justify)
     for case in doc.cases:
         m = case.metrics
@@ -109,7 +128,7 @@ def _render_varlen(doc: ResultDocument, console: Console) -> None:
                       bytes_cell(m.get("peak_memory_bytes")) if case.ok else "-",
                       number(m.get("flops_computed"), "{:.3g}"),
                       number(m.get("wasted_flops_pct"), "{:.1f} %"),
-                      number(m.get("max_abs_error"), "{:.1e}"))
+                      number(m.get("max_abs_error"), "{:.1e}"), *_extra_cells(m, extra))
     console.print(table)
     lines = reasons(doc.cases, key=lambda c: params_of(doc, c).impl)
     lines.append(f"padding to the longest computes {summary.padded_flops:.3g} FLOPs for "

@@ -24,13 +24,34 @@ def device_of(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" else "cpu")
 
 
+# llmbench's attention names -> transformers' attn_implementation
+HF_ATTENTION = {"standard": "eager", "flex": "flex_attention"}
+
+
+def require_trainable(attention: str, device: str) -> None:
+    """`CaseUnavailable` (with torch's reason) when training with `attention` on `device`
+    needs a backward pass torch lacks: FlexAttention's on a CPU (torch 2.13)."""
+    if attention != "flex":
+        return
+    from llmbench.core.errors import CaseUnavailable
+    from llmbench.kernels.flex import backward_refusal
+
+    refusal = backward_refusal(device)
+    if refusal:
+        raise CaseUnavailable(f"--attention flex trains through FlexAttention's backward, "
+                              f"which torch lacks here: {refusal}")
+
+
 def build_model(size: str, *, seed: int, device: str, hf_config: str | None = None,
                 layers: int | None = None, dtype: str = "fp32", attention: str = "sdpa",
                 **overrides: Any) -> torch.nn.Module:
     """The named built-in size, or the Hugging Face architecture `hf_config` (a preset or a
     config.json, models.hf_model), initialised from `seed`, cut to `layers` decoder layers
-    when given, its parameters of `dtype`, in training mode on `device`. `attention`: "sdpa"
-    or "standard" (the built-in model's kernel of that name; transformers' "eager")."""
+    when given, its parameters of `dtype`, in training mode on `device`. `attention`: "sdpa",
+    "standard" or "flex" (the built-in model's kernel of that name; transformers' "eager" and
+    "flex_attention"). Training needs FlexAttention's backward: where torch has none (the CPU,
+    torch 2.13), a flex model is `CaseUnavailable` with torch's reason."""
+    require_trainable(attention, device)
     torch.manual_seed(seed)
     if hf_config is not None:
         from llmbench.models.hf import load_config
@@ -38,7 +59,7 @@ def build_model(size: str, *, seed: int, device: str, hf_config: str | None = No
 
         model = build_causal_lm(load_config(hf_config, layers=layers),
                                 dtype=TORCH_DTYPES[dtype], device=device_of(device),
-                                attention="eager" if attention == "standard" else attention)
+                                attention=HF_ATTENTION.get(attention, attention))
         return model.train()
     if layers is not None:
         overrides["n_layers"] = layers

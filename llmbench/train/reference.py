@@ -151,29 +151,33 @@ def model_key(size: str, hf_config: str | None = None, layers: int | None = None
     return {"size": size, "hf_config": digest}
 
 
-def _built_in_overrides(data: PrefData, layers: int | None) -> dict[str, Any]:
-    """The built-in model's widths from its size, but its context fitted to the data and its
-    depth `layers` when given."""
-    return {"max_seq_len": max(64, data.max_len + 8), **({"n_layers": layers} if layers else {})}
+def _built_in_overrides(data: PrefData, layers: int | None, attention: str = "sdpa"
+                        ) -> dict[str, Any]:
+    """The built-in model's widths from its size, but its context fitted to the data, its
+    depth `layers` when given, and its attention."""
+    return {"max_seq_len": max(64, data.max_len + 8), "attention": attention,
+            **({"n_layers": layers} if layers else {})}
 
 
 def new_policy(size: str, data: PrefData, *, device: str, hf_config: str | None = None,
-               layers: int | None = None) -> Transformer:
+               layers: int | None = None, attention: str = "sdpa") -> Transformer:
     """The built-in size (its context fitted to the data, `layers` deep when given), or the
-    Hugging Face architecture `hf_config` cut to `layers`, initialised from the torch RNG's
-    current state (`sft_reference` seeds it)."""
+    Hugging Face architecture `hf_config` cut to `layers`, with `attention` (llmbench's name),
+    initialised from the torch RNG's current state (`sft_reference` seeds it)."""
     where = torch.device("cuda:0" if device == "cuda" else "cpu")
     if hf_config is not None:
         from llmbench.models.hf import load_config
         from llmbench.models.hf_model import build_causal_lm
+        from llmbench.train.loop import HF_ATTENTION
 
-        return build_causal_lm(load_config(hf_config, layers=layers), device=where)
-    return build(size, **_built_in_overrides(data, layers)).to(where)
+        return build_causal_lm(load_config(hf_config, layers=layers), device=where,
+                               attention=HF_ATTENTION.get(attention, attention))
+    return build(size, **_built_in_overrides(data, layers, attention)).to(where)
 
 
 def sft_key(data: PrefData, *, size: str, seed: int, steps: int, batch: int, lr: float,
-            device: str, hf_config: str | None = None, layers: int | None = None
-            ) -> dict[str, Any]:
+            device: str, hf_config: str | None = None, layers: int | None = None,
+            attention: str = "sdpa") -> dict[str, Any]:
     """Everything that shapes `sft_reference`'s weights, as its cache key."""
     key: dict[str, Any] = {
         "stage": "sft", "data": data.fingerprint, "train_pairs": pairs_digest(data.train),
@@ -181,23 +185,27 @@ def sft_key(data: PrefData, *, size: str, seed: int, steps: int, batch: int, lr:
         "lr": lr, **runtime_key(device, hf_config),
         "code": code_digest(MODEL_CODE + (HF_CODE if hf_config else ()))}
     if hf_config is None:
-        key["arch"] = model_config(size, **_built_in_overrides(data, layers)).model_dump()
+        key["arch"] = model_config(size, **_built_in_overrides(data, layers, attention)
+                                   ).model_dump()
         key["dtype"] = str(torch.get_default_dtype())
     else:
         key["dtype"] = str(torch.float32)  # models.hf.build's
+        if attention != "sdpa":
+            key["attention"] = attention
     return key
 
 
 def sft_reference(data: PrefData, *, size: str, seed: int, steps: int, batch: int, lr: float,
-                  device: str, hf_config: str | None = None, layers: int | None = None
-                  ) -> tuple[Transformer, bool]:
+                  device: str, hf_config: str | None = None, layers: int | None = None,
+                  attention: str = "sdpa") -> tuple[Transformer, bool]:
     """The reference policy (trained, or from the cache) and whether it was cached. It is built
     and trained on the streams of stage_rng(seed, "sft"), so it is the same model either way
     and the caller's random streams are left as they were."""
     key = sft_key(data, size=size, seed=seed, steps=steps, batch=batch, lr=lr, device=device,
-                  hf_config=hf_config, layers=layers)
+                  hf_config=hf_config, layers=layers, attention=attention)
     with stage_rng(seed, "sft", device) as rng:
-        model = new_policy(size, data, device=device, hf_config=hf_config, layers=layers)
+        model = new_policy(size, data, device=device, hf_config=hf_config, layers=layers,
+                           attention=attention)
         dev = next(model.parameters()).device
 
         def train() -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmbench.benches.training import (
     STEP_ROOFLINE,
+    Attention,
     HFConfigSpec,
     Layers,
     RooflineUsed,
@@ -66,6 +67,7 @@ class AlignConfig(BaseModel):
                                     f"({', '.join(SIZES)}).", panel=_DATA)] = "tiny"
     hf_config: HFConfigSpec = None
     layers: Layers = None
+    attention: Attention = "sdpa"
     sft_steps: Annotated[int, Field(gt=0), Opt(
         "Steps of the reference policy's SFT stage (cached).", panel=_DATA)] = 300
     steps: Annotated[int | None, Field(gt=0), Opt(
@@ -150,6 +152,7 @@ class AlignCase(BaseModel):
     model: str
     hf_config: str | None = None
     layers: int | None = None
+    attention: Literal["sdpa", "standard", "flex"] = "sdpa"
     sft_steps: int
     steps: int
     batch: int

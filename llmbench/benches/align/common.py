@@ -16,6 +16,7 @@ from llmbench.core import progress, tracing
 from llmbench.core.memory import PeakMemory, measure_peak
 from llmbench.core.timing import TimeStats, stopwatch
 from llmbench.models.transformer import Transformer
+from llmbench.train.loop import require_trainable
 from llmbench.train.losses import sequence_sum, token_nll
 from llmbench.train.policy import (
     encode,
@@ -107,6 +108,7 @@ class Run:
 
 def make_run(payload: dict[str, Any]) -> Run:
     p = payload["params"]
+    require_trainable(p.get("attention") or "sdpa", p["device"])
     torch.manual_seed(p["seed"])
     data = load_data(task=p["task"], data=p["data"], train=p["train_pairs"],
                      heldout=p["heldout_pairs"], seed=p["seed"])
@@ -126,7 +128,8 @@ SFT_BATCH, SFT_LR = 32, 1e-3  # the reference SFT's
 def _reference_args(run: Run) -> dict[str, Any]:
     return {"size": run.p("model"), "seed": run.p("seed"), "steps": run.p("sft_steps"),
             "batch": SFT_BATCH, "lr": SFT_LR, "device": run.device,
-            "hf_config": run.p("hf_config"), "layers": run.p("layers")}
+            "hf_config": run.p("hf_config"), "layers": run.p("layers"),
+            "attention": run.p("attention") or "sdpa"}
 
 
 def reference_policy(run: Run) -> Transformer:

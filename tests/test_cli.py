@@ -334,7 +334,8 @@ def test_ci_flags_are_pinned():
     assert _flags("compare") == sorted(["--threshold", "--alpha", "--format", "--markdown",
                                         "--junit", "--all", *quiet])
     assert _flags("export") == sorted(["--out", "--format", *quiet])
-    assert _flags("report") == sorted(["--html", "--png", "--title", *quiet])
+    assert _flags("report") == sorted(["--html", "--png", "--title", "--history",
+                                       "--window", "--db", *quiet])
 
 
 def test_example_workflow_is_valid_yaml_with_the_steps():

@@ -38,6 +38,7 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   COMM_SIZES=1KiB:256MiB
   KV_DTYPE=bf16; KV_IMPL=triton
   AMP="--model mini --steps 20"
+  FLEX_RUN=""
 else
   GPU=0; ARCH=sm80
   export TRITON_INTERPRET=1
@@ -47,6 +48,7 @@ else
   COMM_SIZES=1KiB:1MiB
   KV_DTYPE=fp32; KV_IMPL=tiled  # the interpreter would outlast the step's limit
   AMP="--model tiny --steps 8"  # mini, 20 steps: ~45 s on 2 cores
+  FLEX_RUN="--no-isolate"  # one process: Inductor's start-up (~20 s on 2 cores) paid once
   echo "no CUDA GPU: rehearsal at tiny shapes on the CPU"
 fi
 if [ $GPU = 1 ]; then
@@ -74,25 +76,30 @@ step peak 40 $LLMBENCH peak --save --json "$DIR/peak.json" -q
 # What Triton compiles for this GPU's family, no launch: shared memory and registers per tile.
 step compile 45 $LLMBENCH tune attention --compile-only --arch "$ARCH" --json "$DIR/compile.json" -q
 # The headline: every implementation at seq 8192, forward, the GPU's default dtype.
-step attention 70 $LLMBENCH attention --seq "$SEQ" --json "$DIR/attention.json" -q
+step attention 60 $LLMBENCH attention --seq "$SEQ" --json "$DIR/attention.json" -q
 # With a trace of each case (CUDA kernels by self time) and, on a GPU, the allocator's snapshot.
 SNAPSHOT=$([ $GPU = 1 ] && echo "--memory-snapshot $DIR/snapshots")
 # shellcheck disable=SC2086 # the shapes are lists of flags
 step attention-bwd 75 $LLMBENCH attention --seq "$SEQ_BWD" --mode fwd+bwd $BWD_SHAPE \
   --trace "$DIR/traces" $SNAPSHOT --json "$DIR/attention-bwd.json" -q
+# The compiled peers (opt-in rows): FlexAttention and the textbook attention under
+# torch.compile, each compiled from cold caches (compile time apart from the steady time).
+# shellcheck disable=SC2086
+step flex 40 $LLMBENCH attention --seq "$SEQ_BWD" --impl flex,compiled $FLEX_RUN \
+  --json "$DIR/flex.json" -q
 # Decode-shaped attention: one query against a long key/value cache.
 # shellcheck disable=SC2086
 step decode 30 $LLMBENCH attention --seq 1 --kv-seq "$KV" $DECODE_SHAPE \
   --impl standard,sdpa,sdpa-flash,sdpa-efficient,flash-attn,tiled,triton \
   --json "$DIR/decode.json" -q
 if [ $GPU = 1 ]; then
-  step triton-check 65 python3 benchmarks/gpu_attention_check.py
-  step tune 50 $LLMBENCH tune attention --head-dims 128 --seq "$TUNE_SEQ" --block-m 64,128 \
+  step triton-check 55 python3 benchmarks/gpu_attention_check.py
+  step tune 40 $LLMBENCH tune attention --head-dims 128 --seq "$TUNE_SEQ" --block-m 64,128 \
     --block-n 32,64,128 --warps 4,8 --stages 2,3 --json "$DIR/tune.json" -q
 else
   step tune 60 $LLMBENCH tune attention --interpret --json "$DIR/tune.json" -q
 fi
-step kvcache 35 $LLMBENCH kvcache --model llama-3-8b --measure-seq "$KV" --measure-layers 4 \
+step kvcache 30 $LLMBENCH kvcache --model llama-3-8b --measure-seq "$KV" --measure-layers 4 \
   --impl "$KV_IMPL" --dtype "$KV_DTYPE" --json "$DIR/kvcache.json" -q
 # The process-group paths, on every GPU present (one is enough to run each code path): NCCL
 # bound to each rank's GPU at set-up, windowed timing, the result check on the device.
@@ -110,7 +117,7 @@ step hang-report 25 bash -c "LLMBENCH_DIST_FAULT=hang:0:1 $TORCHRUN comm --colle
   all_reduce --sizes 1KiB,2KiB --device $DEV --backend $BACKEND --timeout 5 -q 2>&1 \
   | tee /dev/stderr | grep -q 'llmbench: error: rank 0 hung: no progress for 5 s in case'"
 # shellcheck disable=SC2086
-step amp 35 $LLMBENCH amp $AMP --json "$DIR/amp.json" -q
+step amp 30 $LLMBENCH amp $AMP --json "$DIR/amp.json" -q
 
 python3 benchmarks/session_summary.py "$DIR" | tee "$DIR/summary.txt"
 tar -czf "$DIR/session.tar.gz" -C "$DIR" --exclude session.tar.gz . 2>/dev/null

@@ -13,7 +13,6 @@ a throttling GPU are reported, not judged.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +23,12 @@ from llmbench.benches import metric_of
 from llmbench.ci.stats import mann_whitney_p, smallest_p
 from llmbench.core.declare import Metric
 from llmbench.core.errors import UsageError
-from llmbench.core.results import ResultDocument, ResultsError, load_document
+from llmbench.core.results import (
+    ResultDocument,
+    ResultsError,
+    load_document,
+    read_run_folder,
+)
 from llmbench.core.timing import TimeStats
 
 Verdict = Literal["regression", "improvement", "unchanged", "within-threshold", "not-significant"]
@@ -130,30 +134,15 @@ def load_side(path: str | Path) -> Side:
     if path.is_file():
         doc = load_document(path)
         return Side(docs={doc.benchmark: doc})
-    index_path = path / "index.json"
-    thresholds: dict[str, dict[str, float]] = {}
-    labels: dict[str, str] = {}
-    if index_path.exists():
-        try:
-            index = json.loads(index_path.read_text())
-            for entry in index.get("benchmarks", []):
-                labels[entry["file"]] = entry["name"]
-                thresholds[entry["name"]] = {k: float(v) for k, v in
-                                             (entry.get("thresholds") or {}).items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ResultsError(f"{index_path}: not an llmbench run index ({exc})") from None
+    folder = read_run_folder(path)
     docs: dict[str, ResultDocument] = {}
-    for file in sorted(path.glob("*.json")):
-        if file.name == "index.json":
-            continue
+    for file in folder.files:
         doc = load_document(file)
-        label = labels.get(file.name, doc.benchmark)
+        label = folder.labels.get(file.name, doc.benchmark)
         if label in docs:
             label = file.stem
         docs[label] = doc
-    if not docs:
-        raise ResultsError(f"{path}: no llmbench result files in this directory")
-    return Side(docs=docs, thresholds=thresholds)
+    return Side(docs=docs, thresholds=folder.thresholds)
 
 
 def _value(metric: Any) -> tuple[float, list[float] | None] | None:

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -234,6 +235,37 @@ def keep_unsaved(text: str, name: str) -> Path | None:
         except OutputError:
             continue
     return None
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run directory as `llmbench run` writes it: its result files (every *.json but the
+    index), and from index.json the suite's name and each file's entry name and thresholds."""
+
+    files: list[Path]
+    suite: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # file name -> entry name
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # entry -> metric
+
+
+def read_run_folder(path: Path) -> RunFolder:
+    """`path`'s results and index; a bad index or a folder without results is ResultsError."""
+    index_path = path / "index.json"
+    files = [f for f in sorted(path.glob("*.json")) if f.name != "index.json"]
+    suite, labels, thresholds = None, {}, {}
+    if index_path.exists():
+        try:
+            index = json.loads(index_path.read_text())
+            suite = index.get("suite")
+            for entry in index.get("benchmarks", []):
+                labels[entry["file"]] = entry["name"]
+                thresholds[entry["name"]] = {
+                    k: float(v) for k, v in (entry.get("thresholds") or {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ResultsError(f"{index_path}: not an llmbench run index ({exc})") from None
+    if not files:
+        raise ResultsError(f"{path}: no llmbench result files in this directory")
+    return RunFolder(files, suite, labels, thresholds)
 
 
 def load_document(path: str | Path) -> ResultDocument:

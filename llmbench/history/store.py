@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from llmbench import __version__
 from llmbench.core.errors import UsageError
-from llmbench.core.results import ResultDocument, ResultsError, load_document
+from llmbench.core.results import ResultDocument, ResultsError, load_document, read_run_folder
 from llmbench.core.timing import TimeStats
 
 FORMAT = "llmbench-history"
@@ -126,21 +126,9 @@ def sources(paths: Iterable[Path]) -> Iterator[Source]:
         if path.is_file():
             yield Source(path)
             continue
-        labels: dict[str, str] = {}
-        suite = None
-        index_path = path / "index.json"
-        if index_path.exists():
-            try:
-                index = json.loads(index_path.read_text())
-                suite = index.get("suite")
-                labels = {e["file"]: e["name"] for e in index.get("benchmarks", [])}
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ResultsError(f"{index_path}: not an llmbench run index ({exc})") from None
-        files = [f for f in sorted(path.glob("*.json")) if f.name != "index.json"]
-        if not files:
-            raise ResultsError(f"{path}: no llmbench result files in this directory")
-        for file in files:
-            yield Source(file, labels.get(file.name), suite)
+        folder = read_run_folder(path)
+        for file in folder.files:
+            yield Source(file, folder.labels.get(file.name), folder.suite)
 
 
 @dataclass

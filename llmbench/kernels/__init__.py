@@ -111,7 +111,17 @@ def _compiles(p: AttentionProblem) -> str | None:
     return None
 
 
+def _torch_version() -> tuple[int, int]:
+    from importlib.metadata import version
+
+    major, minor = version("torch").split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
 def _flex(p: AttentionProblem) -> str | None:
+    torch_version = _torch_version()
+    if torch_version < (2, 5):
+        return "FlexAttention is in torch >= 2.5, this is torch %d.%d" % torch_version
     why = _compiles(p)
     if why or p.mode != "fwd+bwd":
         return why

@@ -122,3 +122,11 @@ def test_compile_reasons_on_machines_without_the_toolchain(monkeypatch):
                                "mode": "fwd+bwd"})
     if importlib.util.find_spec("triton") is not None:
         assert kernels.get("flex").unavailable(h100) is None  # the backward runs on GPUs
+
+
+def test_a_torch_without_flex_attention_is_a_reason(monkeypatch):
+    p = AttentionProblem(batch=1, heads=4, kv_heads=4, seq=64, head_dim=32, dtype="fp32",
+                         causal=True, mode="fwd", device="cpu")
+    monkeypatch.setattr(kernels, "_torch_version", lambda: (2, 4))
+    assert kernels.get("flex").unavailable(p) == \
+        "FlexAttention is in torch >= 2.5, this is torch 2.4"

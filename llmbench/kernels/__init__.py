@@ -121,7 +121,8 @@ def _torch_version() -> tuple[int, int]:
 def _flex(p: AttentionProblem) -> str | None:
     torch_version = _torch_version()
     if torch_version < (2, 5):
-        return "FlexAttention is in torch >= 2.5, this is torch %d.%d" % torch_version
+        major, minor = torch_version
+        return f"FlexAttention is in torch >= 2.5, this is torch {major}.{minor}"
     why = _compiles(p)
     if why or p.mode != "fwd+bwd":
         return why

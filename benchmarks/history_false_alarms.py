@@ -11,6 +11,7 @@ changed between the runs, so every flag is a false alarm:
 
     python benchmarks/history_false_alarms.py                    # 20 runs of ci-cpu
     python benchmarks/history_false_alarms.py --suite my.toml --runs 4 --out /tmp/fa
+    python benchmarks/history_false_alarms.py --out /tmp/fa --reuse   # judge those runs again
 
 It prints both counts and exits 0 (a measurement, not a check).
 """
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="how many times to run it")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for the runs and the store (default: a new temporary one)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="judge the run folders already in --out (run00, run01, ...) instead of "
+                    "running the suite again")
     ap.add_argument("--window", type=int, default=30, help="history check --window")
     ap.add_argument("--alpha", type=float, default=0.01, help="history check --alpha")
     ap.add_argument("--min-change", type=float, default=0.05,
@@ -96,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         suite, _ = parse_suite(args.suite)
         out = args.out or Path(tempfile.mkdtemp(prefix="history-false-alarms-"))
         out.mkdir(parents=True, exist_ok=True)
-        dirs = run_suite_times(args.suite, args.runs, out)
+        if args.reuse:
+            dirs = sorted(d for d in out.glob("run[0-9]*") if d.is_dir())
+            if len(dirs) < 2:
+                raise UsageError(f"--reuse: fewer than 2 run folders in {out}")
+            args.runs = len(dirs)
+        else:
+            dirs = run_suite_times(args.suite, args.runs, out)
         report = history_flags(dirs, out / "history.sqlite", args)
         failed, regressions, improvements, compared = compare_flags(dirs, suite.threshold)
     except UsageError as exc:

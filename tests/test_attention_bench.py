@@ -278,28 +278,27 @@ def test_cli_kv_seq_bad_input(args, message):
 # Each case compiles from cold caches (seconds on this CPU): few cases, small shapes.
 
 
-def test_flex_and_compiled_report_compile_and_mask_times_apart(hw, fast_timing):
-    """GQA with a sliding window: each compiled implementation runs fully causal and
-    windowed, correct to fp64, its first call (the compilation) apart from its steady time;
-    flex also reports its block mask's creation; the window summary covers them."""
+def test_flex_reports_compile_and_mask_times_apart(hw, fast_timing):
+    """GQA with a sliding window: flex runs fully causal and windowed, correct to fp64, its
+    first call (the compilation) apart from its steady time, and its block mask's creation;
+    the window summary covers it. (compiled's compile time: the fwd+bwd test below.)"""
     from rich.console import Console
 
     from llmbench.report.attention import render
 
     cfg = AttentionConfig(seqs=[96], device="cpu", heads=4, kv_heads=2, head_dim=32,
-                          window=32, impls=["standard", "compiled", "flex"], timing=fast_timing)
+                          window=32, impls=["standard", "flex"], timing=fast_timing)
     doc = run_benchmark(BENCH, cfg, options=RunOptions(isolate=False), hw=hw)
     by_name = {c.name: c for c in doc.cases}
-    for impl in ("compiled", "flex"):
-        for mask in ("causal", "window=32"):
-            case = by_name[f"{impl}/seq=96/fwd/{mask}"]
-            assert case.status == "ok", case.reason
-            assert case.metrics["max_abs_error"] < 1e-4
-            # the first call compiled: far longer than a steady call
-            assert case.metrics["compile_ms"] > 20 * case.time().median
-            assert ("mask_ms" in case.metrics) == (impl == "flex")
-        assert doc.summary["window"][f"{impl}/seq=96"]["expected_flop_ratio"] == \
-            doc.summary["window"]["standard/seq=96"]["expected_flop_ratio"]
+    for mask in ("causal", "window=32"):
+        case = by_name[f"flex/seq=96/fwd/{mask}"]
+        assert case.status == "ok", case.reason
+        assert case.metrics["max_abs_error"] < 1e-4
+        # the first call compiled: far longer than a steady call
+        assert case.metrics["compile_ms"] > 20 * case.time().median
+        assert case.metrics["mask_ms"] > 0
+    assert doc.summary["window"]["flex/seq=96"]["expected_flop_ratio"] == \
+        doc.summary["window"]["standard/seq=96"]["expected_flop_ratio"]
     assert "compile_ms" not in by_name["standard/seq=96/fwd/causal"].metrics
     console = Console(record=True, width=220)
     render(doc, console)
@@ -318,7 +317,8 @@ def test_fwd_bwd_checks_compiled_gradients_and_flex_says_why_not_here(hw, fast_t
     compiled, flex = doc.cases
     assert compiled.status == "ok", compiled.reason
     assert compiled.metrics["grad_max_abs_error"] < 1e-4
-    assert compiled.metrics["grad_check_seq"] == 64 and compiled.metrics["compile_ms"] > 0
+    assert compiled.metrics["grad_check_seq"] == 64
+    assert compiled.metrics["compile_ms"] > 20 * compiled.time().median
     if backward_refusal("cpu") is None:
         assert flex.status == "ok" and flex.metrics["grad_max_abs_error"] < 1e-4
     else:

@@ -35,7 +35,7 @@ def test_attention_typed_dense_window_and_varlen():
 
     doc = run("attention", varlen=[32, 16, 8], **SMALL)
     assert {params_of(doc, c).impl for c in doc.cases} == {
-        "triton-varlen", "flash-attn-varlen", "sdpa-padded"}
+        "triton-varlen", "flash-attn-varlen", "flex-varlen", "sdpa-padded"}
     for case in doc.cases:
         p = params_of(doc, case)
         assert (p.varlen, p.seq, p.batch, p.window) == ([32, 16, 8], None, None, None)

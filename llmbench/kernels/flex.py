@@ -175,10 +175,12 @@ def backward_refusal(device: str) -> str | None:
 
 def predicted_extra_bytes(p, tile=None) -> int:  # noqa: ANN001 - AttentionProblem
     """On a GPU, a fused kernel's (`sdpa.predicted_fused_extra_bytes`: the output and the
-    log-sum-exp; the backward's gradients). On a CPU, forward only: twice the output of the
-    rows that see a key (traced with torch.profiler, torch 2.13: the output and a buffer of the
-    same size, at every shape tried, GQA and windows included), and, when rows see no key, the
-    zero rows concatenated as in every implementation (Qr + Z + Q). The block mask (a few
+    log-sum-exp; the backward's gradients). On a CPU, forward only: what torch allocates, twice
+    the output of the rows that see a key (traced with torch.profiler, torch 2.13: the output
+    and a buffer of the same size, at every shape tried, GQA and windows included), and, when
+    rows see no key, the zero rows concatenated as in every implementation (Qr + Z + Q). The
+    resident set the CPU benchmark reads grows by about one output (4.2 MiB against 8 MiB at
+    b1 h8 seq 2048 d64): the second buffer's pages are not all written. The block mask (a few
     integers per block of 128 x 128) is built before the call and not counted."""
     from llmbench.kernels.sdpa import predicted_fused_extra_bytes
 

@@ -46,3 +46,22 @@ def test_one_compiled_function_per_name_and_cold_compiles_start_over():
     # at this size well under a millisecond or two
     assert cold > 20 * warm and cold > 0.2
     assert (out.double() - reference_attention(x, x, x, causal=False)).abs().max() < 1e-5
+
+
+def test_predicted_memory_forward_is_one_score_matrix_and_the_output():
+    from llmbench import kernels
+    from llmbench.kernels.problem import AttentionProblem
+
+    p = AttentionProblem(batch=1, heads=8, kv_heads=8, seq=2048, head_dim=64, dtype="fp32",
+                         causal=True, mode="fwd", device="cpu")
+    impl, eager = kernels.get("compiled"), kernels.get("standard")
+    assert impl.predicted_extra_bytes(p) == p.score_bytes + p.q_bytes == 132 * 2**20
+    assert impl.predicted_extra_bytes(p) < eager.predicted_extra_bytes(p)
+    bwd = AttentionProblem(**{**p.__dict__, "mode": "fwd+bwd"})
+    assert impl.predicted_extra_bytes(bwd) == eager.predicted_extra_bytes(bwd)
+    # rows before the first key: the zero rows concatenated after the computed ones
+    rows = AttentionProblem(**{**p.__dict__, "seq": 300, "seq_k": 100})
+    c = rows.computed
+    assert impl.predicted_extra_bytes(rows) == max(c.score_bytes + c.q_bytes,
+                                                   c.q_bytes + (rows.q_bytes - c.q_bytes)
+                                                   + rows.q_bytes)
